@@ -1,0 +1,1 @@
+"""Products creators sell, their prices and refund policy."""

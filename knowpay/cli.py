@@ -1,0 +1,136 @@
+"""The `knowpay` command (API.md): init, serve, users, apikeys, demo."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from knowpay.config import ConfigError, load_settings
+
+
+def _settings():
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _app():
+    from knowpay.web import create_app
+
+    return create_app(_settings())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """KnowPay: payments for knowledge-paid platforms."""
+
+
+@main.command()
+def init() -> None:
+    """Create or migrate the database."""
+    from knowpay.bootstrap import init_database
+
+    settings = init_database(_settings())
+    click.echo(f"database ready: {_redact(settings.database_url)}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="gunicorn worker processes")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="threads per worker")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the web pages and the API with gunicorn."""
+    from knowpay.server import run_gunicorn
+
+    settings = _settings()
+    click.echo(f"KnowPay on http://{host}:{port} ({workers} workers × {threads} threads)")
+    run_gunicorn(settings, host=host, port=port, workers=workers, threads=threads)
+
+
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--username", default=None, help="defaults to the part of the e-mail before @")
+@click.option("--role", "role", default="buyer", show_default=True,
+              type=click.Choice(["buyer", "creator", "support", "admin"]))
+def users_create(email: str, password: str, username: str | None, role: str) -> None:
+    """Create a user with one role."""
+    from knowpay.accounts import service as accounts
+    from knowpay.domain.errors import KnowPayError
+
+    app = _app()
+    rt = app.extensions["knowpay"]
+    with app.app_context():
+        try:
+            with rt.db.transaction() as session:
+                user = accounts.register_user(session, email=email, password=password,
+                                              username=username or email.split("@")[0], roles=(role,),
+                                              clock=rt.clock)
+                click.echo(f"created {user.id} {user.email} ({role})")
+        except KnowPayError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+@main.group()
+def apikeys() -> None:
+    """Manage platform API keys."""
+
+
+@apikeys.command("create")
+@click.option("--name", required=True, help="which service will use the key")
+def apikeys_create(name: str) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    from knowpay.accounts import service as accounts
+    from knowpay.domain.errors import KnowPayError
+
+    app = _app()
+    rt = app.extensions["knowpay"]
+    try:
+        with rt.db.transaction() as session:
+            issued = accounts.create_api_key(session, name=name, clock=rt.clock)
+    except KnowPayError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(issued.key)
+    click.echo(f"# {issued.record.id} '{issued.record.name}': store it now, it cannot be shown again", err=True)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def demo(host: str, port: int) -> None:
+    """Seed demo creators, buyers and products, then serve them on one machine."""
+    from knowpay.bootstrap import init_database
+    from knowpay.demo import seed_demo
+    from knowpay.server import run_gunicorn
+    from knowpay.web import create_app
+
+    settings = init_database(_settings())
+    app = create_app(settings)
+    rt = app.extensions["knowpay"]
+    with app.app_context(), rt.db.transaction() as session:
+        lines = seed_demo(session, clock=rt.clock)
+    rt.db.dispose()
+    click.echo("Demo accounts (e-mail, password):")
+    for line in lines:
+        click.echo(line)
+    click.echo(f"\nKnowPay demo on http://{host}:{port}  (catalog: http://{host}:{port}/api/v1/products)")
+    click.echo("Press Ctrl-C to stop.")
+    sys.stdout.flush()
+    run_gunicorn(settings, host=host, port=port, workers=1, threads=16)
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,1 @@
+"""Pure rules shared by every module: money, ids, states, errors. No I/O here."""

@@ -1,0 +1,1 @@
+"""Idempotency-Key handling for mutating API calls (API.md conventions)."""

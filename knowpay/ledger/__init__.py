@@ -1,0 +1,1 @@
+"""Double-entry ledger: accounts, journal transactions and postings (DESIGN §4)."""

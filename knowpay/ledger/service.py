@@ -1,0 +1,194 @@
+"""Post balanced, idempotent journal transactions and verify cached balances against postings."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from knowpay.domain.clock import Clock, SystemClock
+from knowpay.domain.errors import InsufficientFunds, UnbalancedTransaction
+from knowpay.ledger.models import JournalTransaction, LedgerAccount, Posting
+
+DEBIT_NORMAL = frozenset({"asset", "expense"})
+ACCOUNT_TYPES = frozenset({"asset", "liability", "equity", "revenue", "expense"})
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One line of a transaction to post: a signed amount (debit +, credit −) on an account code."""
+
+    account: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """How to create an account the first time a leg names it."""
+
+    code: str
+    type: str
+    currency: str
+    allow_negative: bool = True
+    owner_id: str | None = None
+
+
+def normal_sign(account_type: str) -> int:
+    """+1 when a debit increases the account's balance, −1 when a credit does."""
+    return 1 if account_type in DEBIT_NORMAL else -1
+
+
+def ensure_account(session: Session, spec: AccountSpec, *, clock: Clock | None = None) -> LedgerAccount:
+    """Return the account with this code, creating it if it does not exist yet (race-safe)."""
+    if spec.type not in ACCOUNT_TYPES:
+        raise ValueError(f"unknown account type {spec.type!r}")
+    found = session.scalar(select(LedgerAccount).where(LedgerAccount.code == spec.code))
+    if found is not None:
+        return found
+    account = LedgerAccount(code=spec.code, type=spec.type, currency=spec.currency,
+                            allow_negative=spec.allow_negative, owner_id=spec.owner_id, balance=0,
+                            created_at=(clock or SystemClock()).now())
+    try:
+        with session.begin_nested():
+            session.add(account)
+    except IntegrityError:
+        # Another transaction created it first; use theirs.
+        return session.scalars(select(LedgerAccount).where(LedgerAccount.code == spec.code)).one()
+    return account
+
+
+def check_balanced(legs: Sequence[Leg]) -> None:
+    if len(legs) < 2:
+        raise UnbalancedTransaction("A transaction needs at least two postings.")
+    totals: dict[str, int] = defaultdict(int)
+    for leg in legs:
+        if isinstance(leg.amount, bool) or not isinstance(leg.amount, int):
+            raise UnbalancedTransaction(f"Posting amount on {leg.account} is not an integer.")
+        totals[leg.currency] += leg.amount
+    unbalanced = {cur: total for cur, total in totals.items() if total != 0}
+    if unbalanced:
+        raise UnbalancedTransaction(f"Postings do not balance: {unbalanced}.")
+
+
+def post_transaction(
+    session: Session,
+    *,
+    key: str,
+    kind: str,
+    legs: Sequence[Leg],
+    accounts: Iterable[AccountSpec] = (),
+    description: str = "",
+    meta: dict | None = None,
+    clock: Clock | None = None,
+) -> JournalTransaction:
+    """Post `legs` as one balanced transaction, exactly once per `key`.
+
+    A replay of a key returns the transaction already posted and posts nothing. Accounts are
+    locked in code order (no deadlocks between concurrent posters); an account that forbids a
+    negative balance raises InsufficientFunds and nothing of the transaction is written.
+    """
+    existing = session.scalar(select(JournalTransaction).where(JournalTransaction.idempotency_key == key))
+    if existing is not None:
+        return existing
+    check_balanced(legs)
+    clock = clock or SystemClock()
+    specs = {spec.code: spec for spec in accounts}
+    for code in sorted({leg.account for leg in legs}):
+        if code in specs:
+            ensure_account(session, specs[code], clock=clock)
+    locked = {
+        acc.code: acc
+        for acc in session.scalars(
+            select(LedgerAccount)
+            .where(LedgerAccount.code.in_({leg.account for leg in legs}))
+            .order_by(LedgerAccount.code)
+            .with_for_update()
+        )
+    }
+    missing = {leg.account for leg in legs} - locked.keys()
+    if missing:
+        raise ValueError(f"unknown ledger accounts: {sorted(missing)}")
+    deltas: dict[str, int] = defaultdict(int)
+    for leg in legs:
+        account = locked[leg.account]
+        if account.currency != leg.currency:
+            raise UnbalancedTransaction(f"{leg.account} is in {account.currency}, not {leg.currency}.")
+        deltas[leg.account] += leg.amount * normal_sign(account.type)
+    # Fresh balances under the lock: the ORM copy may predate another transaction's commit.
+    current = dict(session.execute(
+        select(LedgerAccount.code, LedgerAccount.balance).where(LedgerAccount.code.in_(deltas.keys()))
+        .execution_options(populate_existing=True)).all())
+    for code, delta in deltas.items():
+        account = locked[code]
+        if not account.allow_negative and current[code] + delta < 0:
+            raise InsufficientFunds(
+                f"Account {code} would go below zero ({current[code]} + {delta}).", code="insufficient_funds")
+    txn = JournalTransaction(idempotency_key=key, kind=kind, description=description[:300],
+                             meta=meta or {}, created_at=clock.now())
+    try:
+        with session.begin_nested():
+            session.add(txn)
+            session.flush()
+    except IntegrityError:
+        # A concurrent poster used the same key and committed first: theirs stands.
+        return session.scalars(select(JournalTransaction).where(JournalTransaction.idempotency_key == key)).one()
+    session.add_all(
+        Posting(transaction_id=txn.id, position=i, account_id=locked[leg.account].id,
+                amount=leg.amount, currency=leg.currency)
+        for i, leg in enumerate(legs)
+    )
+    for code, delta in deltas.items():
+        if delta:
+            session.execute(update(LedgerAccount).where(LedgerAccount.code == code)
+                            .values(balance=LedgerAccount.balance + delta))
+    session.flush()
+    for account in locked.values():
+        session.expire(account, ["balance"])
+    return txn
+
+
+def balance_of(session: Session, code: str) -> int:
+    """The cached normal-side balance of an account (0 if it has never been used)."""
+    return session.scalar(select(LedgerAccount.balance).where(LedgerAccount.code == code)) or 0
+
+
+@dataclass
+class LedgerReport:
+    """What `verify_ledger` found; `ok` when there is nothing in any list."""
+
+    accounts_checked: int = 0
+    transactions_checked: int = 0
+    balance_mismatches: list[dict] = field(default_factory=list)
+    unbalanced_transactions: list[dict] = field(default_factory=list)
+    negative_balances: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.balance_mismatches or self.unbalanced_transactions or self.negative_balances)
+
+
+def verify_ledger(session: Session) -> LedgerReport:
+    """Recompute every balance from postings and check every transaction sums to zero per currency."""
+    report = LedgerReport()
+    sums = dict(session.execute(select(Posting.account_id, func.sum(Posting.amount)).group_by(Posting.account_id)).all())
+    for account in session.scalars(select(LedgerAccount).order_by(LedgerAccount.code)):
+        report.accounts_checked += 1
+        recomputed = int(sums.get(account.id) or 0) * normal_sign(account.type)
+        if recomputed != account.balance:
+            report.balance_mismatches.append(
+                {"account": account.code, "cached": account.balance, "from_postings": recomputed})
+        if not account.allow_negative and recomputed < 0:
+            report.negative_balances.append({"account": account.code, "balance": recomputed})
+    report.transactions_checked = session.scalar(select(func.count()).select_from(JournalTransaction)) or 0
+    bad = session.execute(
+        select(Posting.transaction_id, Posting.currency, func.sum(Posting.amount))
+        .group_by(Posting.transaction_id, Posting.currency)
+        .having(func.sum(Posting.amount) != 0)
+    ).all()
+    report.unbalanced_transactions = [{"transaction": t, "currency": c, "sum": int(s)} for t, c, s in bad]
+    return report

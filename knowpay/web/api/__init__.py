@@ -1,0 +1,12 @@
+"""The JSON API under /api/v1 (API.md). Each module is one area with its schemas and routes."""
+
+from __future__ import annotations
+
+from flask_openapi3 import OpenAPI
+
+from knowpay.web.api import accounts, orders, products
+
+
+def register_api(app: OpenAPI) -> None:
+    for area in (accounts, products, orders):
+        app.register_api(area.bp)
