@@ -1,11 +1,16 @@
 """Every table, imported so that `Base.metadata` knows them all (Alembic, tests)."""
 
+from knowpay.access.models import Entitlement
 from knowpay.accounts.models import AccessToken, ApiKey, Role, User
 from knowpay.catalog.models import Product
 from knowpay.db import Base
 from knowpay.idempotency.models import IdempotencyKey
 from knowpay.ledger.models import JournalTransaction, LedgerAccount, Posting
 from knowpay.orders.models import Coupon, Order, OrderItem
+from knowpay.outbox.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
+from knowpay.payments.models import ChannelNotification, Payment
+from knowpay.refunds.models import Refund
 
-__all__ = ["AccessToken", "ApiKey", "Base", "Coupon", "IdempotencyKey", "JournalTransaction", "LedgerAccount",
-           "Order", "OrderItem", "Posting", "Product", "Role", "User"]
+__all__ = ["AccessToken", "ApiKey", "Base", "ChannelNotification", "Coupon", "Entitlement", "IdempotencyKey",
+           "JournalTransaction", "LedgerAccount", "Order", "OrderItem", "OutboxEvent", "Payment", "Posting",
+           "Product", "Refund", "Role", "User", "WebhookDelivery", "WebhookEndpoint"]

@@ -109,11 +109,27 @@ def settings(database_url, tmp_path):
 
 
 @pytest.fixture
-def app(settings, db):
+def fake_channel():
+    """A recording stand-in for a payment channel, registered as `sandbox`."""
+    from tests.fakes import FakeChannel
+
+    return FakeChannel()
+
+
+@pytest.fixture
+def app(settings, db, fake_channel):
+    from knowpay.channels import Registry
     from knowpay.web import create_app
 
-    application = create_app(settings, db=db, clock=SystemClock(), config={"TESTING": True, **FAST_PASSWORDS})
+    application = create_app(settings, db=db, clock=SystemClock(), config={"TESTING": True, **FAST_PASSWORDS},
+                             channels=Registry({"sandbox": fake_channel}))
     return application
+
+
+@pytest.fixture
+def ctx(app):
+    """The running app's Context (settings, db, clock, channels) for calling services directly."""
+    return app.extensions["knowpay"]
 
 
 @pytest.fixture

@@ -11,22 +11,25 @@ from flask_security import Security, SQLAlchemySessionUserDatastore
 from sqlalchemy.orm import scoped_session
 
 from knowpay import __version__
+from knowpay.channels import Registry
 from knowpay.config import Settings, load_settings
+from knowpay.context import build_context
 from knowpay.db import Database
-from knowpay.domain.clock import Clock, SystemClock
+from knowpay.domain.clock import Clock
 from knowpay.domain.errors import InvalidRequest
-from knowpay.web import ops
+from knowpay.web import notify, ops
 from knowpay.web.api import register_api
 from knowpay.web.api.schemas import SECURITY_SCHEMES
 from knowpay.web.auth import load_principal
 from knowpay.web.errors import register_error_handlers, validation_error_response
-from knowpay.web.runtime import Runtime, close_request_session
+from knowpay.web.runtime import close_request_session
 
 MAX_BODY = 1024 * 1024
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None,
-               clock: Clock | None = None, config: dict | None = None) -> OpenAPI:
+               clock: Clock | None = None, config: dict | None = None,
+               channels: Registry | None = None) -> OpenAPI:
     """Build the app; `config` overrides Flask settings (tests use a cheaper password hash)."""
     settings = settings or load_settings()
     app = OpenAPI(
@@ -57,8 +60,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.config.update(config or {})
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    database = db or Database(settings.database_url)
-    app.extensions["knowpay"] = Runtime(settings=settings, db=database, clock=clock or SystemClock())
+    context = build_context(settings, db=db, clock=clock, channels=channels)
+    database = context.db
+    app.extensions["knowpay"] = context
     datastore = SQLAlchemySessionUserDatastore(
         scoped_session(database._reader), _user_model(), _role_model())
     Security(app, datastore, register_blueprint=False)
@@ -67,6 +71,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.teardown_appcontext(close_request_session)
     register_api(app)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(notify.bp)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app
 

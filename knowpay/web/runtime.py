@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
-from knowpay.config import Settings
-from knowpay.db import Database
-from knowpay.domain.clock import Clock
+from knowpay.context import Context
 
 
-@dataclass
-class Runtime:
-    settings: Settings
-    db: Database
-    clock: Clock
-
-
-def runtime() -> Runtime:
+def runtime() -> Context:
     return current_app.extensions["knowpay"]
 
 

@@ -1,0 +1,1 @@
+"""Access: entitlements that let a buyer use what they paid for."""

@@ -1,0 +1,1 @@
+"""Transactional outbox and signed webhooks to other services."""

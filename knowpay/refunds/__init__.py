@@ -1,0 +1,1 @@
+"""Refunds: money given back through the channel it came from."""

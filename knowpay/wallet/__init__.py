@@ -1,0 +1,1 @@
+"""The buyer's coin wallet: a ledger liability, 1 coin = 1 minor unit of the platform currency."""
