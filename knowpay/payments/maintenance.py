@@ -68,6 +68,9 @@ def expire_order(ctx: Context, order_id: str) -> bool:
         return False
     now = ctx.clock.now()
     with ctx.db.transaction() as session:
+        # Lock payments before the order, in the same order capture does, so the two never deadlock.
+        open_payments = list(session.scalars(select(Payment).where(
+            Payment.order_id == order_id, Payment.status.in_(OPEN)).order_by(Payment.id).with_for_update()))
         moved = session.execute(update(Order).where(
             Order.id == order_id, Order.status == OrderStatus.PENDING, Order.expires_at <= now)
             .values(status=OrderStatus.EXPIRED, closed_at=now, version=Order.version + 1))
@@ -75,8 +78,7 @@ def expire_order(ctx: Context, order_id: str) -> bool:
             return False
         order = session.get(Order, order_id, populate_existing=True)
         release_coupon(session, order)
-        for payment in session.scalars(select(Payment).where(Payment.order_id == order_id,
-                                                               Payment.status.in_(OPEN))):
+        for payment in open_payments:
             done = session.execute(update(Payment).where(Payment.id == payment.id, Payment.status.in_(OPEN))
                                    .values(status=PaymentStatus.EXPIRED, updated_at=now, next_query_at=None,
                                            version=Payment.version + 1))
