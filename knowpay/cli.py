@@ -41,15 +41,42 @@ def init() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
               help="gunicorn worker processes")
+@click.option("--worker-class", default="gevent", show_default=True, type=click.Choice(["gevent", "gthread"]),
+              help="gevent keeps open event streams cheap; gthread uses a thread per request")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
-              help="threads per worker")
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+              help="threads per worker (gthread only)")
+@click.option("--no-access-log", is_flag=True, help="do not log every request")
+def serve(host: str, port: int, workers: int, worker_class: str, threads: int, no_access_log: bool) -> None:
     """Serve the web pages and the API with gunicorn."""
     from knowpay.server import run_gunicorn
 
     settings = _settings()
-    click.echo(f"KnowPay on http://{host}:{port} ({workers} workers × {threads} threads)")
-    run_gunicorn(settings, host=host, port=port, workers=workers, threads=threads)
+    click.echo(f"KnowPay on http://{host}:{port} ({workers} {worker_class} workers)")
+    run_gunicorn(settings, host=host, port=port, workers=workers, threads=threads, worker_class=worker_class,
+                 access_log=not no_access_log)
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="consumer threads")
+def worker(workers: int) -> None:
+    """Run background jobs and schedules (expiry, channel queries, refunds, webhooks)."""
+    from knowpay.jobs.worker import run_worker
+
+    run_worker(_settings(), workers=workers)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8100, show_default=True, type=int)
+def sandbox(host: str, port: int) -> None:
+    """Run the local payment gateway that stands in for the real channels."""
+    from knowpay.sandbox.server import run_sandbox
+
+    settings = _settings()
+    if settings.is_production:
+        raise click.ClickException("the sandbox gateway does not run in production")
+    click.echo(f"sandbox gateway on http://{host}:{port}")
+    run_sandbox(settings, host=host, port=port)
 
 
 @main.group()
@@ -107,13 +134,21 @@ def apikeys_create(name: str) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def demo(host: str, port: int) -> None:
-    """Seed demo creators, buyers and products, then serve them on one machine."""
+@click.option("--sandbox-port", default=8100, show_default=True, type=int)
+def demo(host: str, port: int, sandbox_port: int) -> None:
+    """Seed demo data, then run web, worker and the sandbox gateway together (Ctrl-C stops all)."""
+    import os
+
     from knowpay.bootstrap import init_database
     from knowpay.demo import seed_demo
-    from knowpay.server import run_gunicorn
+    from knowpay.launcher import run_together
     from knowpay.web import create_app
 
+    env = {
+        "KNOWPAY_BASE_URL": os.environ.get("KNOWPAY_BASE_URL", f"http://{host}:{port}"),
+        "KNOWPAY_SANDBOX_URL": os.environ.get("KNOWPAY_SANDBOX_URL", f"http://{host}:{sandbox_port}"),
+    }
+    os.environ.update(env)
     settings = init_database(_settings())
     app = create_app(settings)
     rt = app.extensions["knowpay"]
@@ -124,9 +159,14 @@ def demo(host: str, port: int) -> None:
     for line in lines:
         click.echo(line)
     click.echo(f"\nKnowPay demo on http://{host}:{port}  (catalog: http://{host}:{port}/api/v1/products)")
-    click.echo("Press Ctrl-C to stop.")
+    click.echo(f"Sandbox gateway on http://{host}:{sandbox_port}. Press Ctrl-C to stop.")
     sys.stdout.flush()
-    run_gunicorn(settings, host=host, port=port, workers=1, threads=16)
+    code = run_together({
+        "serve": ["serve", "--host", host, "--port", str(port), "--workers", "1"],
+        "worker": ["worker", "--workers", "2"],
+        "sandbox": ["sandbox", "--host", host, "--port", str(sandbox_port)],
+    }, env=env)
+    sys.exit(code)
 
 
 def _redact(url: str) -> str:

@@ -1,0 +1,3 @@
+from knowpay.cli import main
+
+main()
