@@ -7,12 +7,16 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from knowpay.access.service import revoke_for_order
 from knowpay.channels.base import Notification, RefundRequest
 from knowpay.context import Context
 from knowpay.domain.errors import ChannelUnavailable
-from knowpay.domain.states import RefundStatus
+from knowpay.domain.reversal import reversal_step
+from knowpay.domain.states import OrderStatus, RefundStatus
 from knowpay.ledger import chart
+from knowpay.ledger.models import JournalTransaction, LedgerAccount, Posting
 from knowpay.ledger.service import Leg, post_transaction
+from knowpay.orders.models import Order
 from knowpay.outbox.service import record_event
 from knowpay.payments.models import Payment
 from knowpay.refunds.models import Refund
@@ -20,6 +24,22 @@ from knowpay.representations import RefundOut, as_json
 
 log = logging.getLogger(__name__)
 BATCH = 100
+
+
+def _capture_legs(session: Session, payment: Payment) -> dict[str, int]:
+    rows = session.execute(
+        select(LedgerAccount.code, Posting.amount).join(Posting, Posting.account_id == LedgerAccount.id)
+        .join(JournalTransaction, JournalTransaction.id == Posting.transaction_id)
+        .where(JournalTransaction.idempotency_key == f"payment:{payment.id}:captured")).all()
+    legs: dict[str, int] = {}
+    for code, amount in rows:
+        legs[code] = legs.get(code, 0) + amount
+    return legs
+
+
+def _settled(session: Session, payment: Payment) -> bool:
+    return session.scalar(select(JournalTransaction.id).where(
+        JournalTransaction.idempotency_key == f"payment:{payment.id}:settled")) is not None
 
 
 def _post_refund_ledger(session: Session, refund: Refund, payment: Payment, ctx: Context) -> None:
@@ -33,7 +53,32 @@ def _post_refund_ledger(session: Session, refund: Refund, payment: Payment, ctx:
                          accounts=[due, source], description=f"refund {refund.id} of unneeded {payment.id}",
                          meta={"refund_id": refund.id, "payment_id": payment.id}, clock=ctx.clock)
         return
-    raise ValueError(f"no ledger rule for refunds of kind {refund.kind!r}")
+    legs = _capture_legs(session, payment)
+    before = payment.amount_refunded
+    step = reversal_step(legs, captured=payment.amount, before=before, after=before + refund.amount,
+                         debit_remainder=source.code, credit_remainder=chart.platform_fees(payment.currency).code)
+    if _settled(session, payment):
+        # Earnings already available: the refund comes out of them, even below zero (recovered later).
+        step = {code.replace(":pending:", ":available:") if code.startswith("creator:") else code: amount
+                for code, amount in step.items()}
+    specs = [chart.creator_available(code.split(":")[1], payment.currency)
+             for code in step if code.startswith("creator:") and ":available:" in code]
+    post_transaction(session, key=f"refund:{refund.id}:succeeded", kind="refund",
+                     legs=[Leg(code, amount, refund.currency) for code, amount in step.items()],
+                     accounts=specs, description=f"refund {refund.id} of {payment.id}",
+                     meta={"refund_id": refund.id, "payment_id": payment.id}, clock=ctx.clock)
+    _mark_order_refunded(session, refund, ctx)
+
+
+def _mark_order_refunded(session: Session, refund: Refund, ctx: Context) -> None:
+    order = session.get(Order, refund.order_id, with_for_update=True)
+    refunded = order.amount_refunded + refund.amount
+    status = OrderStatus.REFUNDED if refunded >= order.amount_total else OrderStatus.PARTIALLY_REFUNDED
+    session.execute(update(Order).where(
+        Order.id == order.id, Order.status.in_([OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED]))
+        .values(amount_refunded=refunded, status=status, version=Order.version + 1))
+    if status == OrderStatus.REFUNDED:
+        revoke_for_order(session, order.id, clock=ctx.clock)
 
 
 def complete_refund(session: Session, refund_id: str, *, channel_refund_no: str | None, ctx: Context) -> bool:
@@ -44,10 +89,10 @@ def complete_refund(session: Session, refund_id: str, *, channel_refund_no: str 
     if moved.rowcount != 1:
         return False
     refund = session.get(Refund, refund_id, populate_existing=True)
-    payment = session.get(Payment, refund.payment_id, with_for_update=True)
+    payment = session.get(Payment, refund.payment_id, with_for_update=True, populate_existing=True)
+    _post_refund_ledger(session, refund, payment, ctx)  # reads the refunded amount before this refund
     session.execute(update(Payment).where(Payment.id == payment.id)
                     .values(amount_refunded=Payment.amount_refunded + refund.amount))
-    _post_refund_ledger(session, refund, payment, ctx)
     record_event(session, type="refund.succeeded", object_type="refund", object_id=refund.id,
                  sequence=refund.version, payload=as_json(RefundOut, refund), clock=ctx.clock)
     return True

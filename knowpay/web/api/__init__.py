@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask_openapi3 import OpenAPI
 
-from knowpay.web.api import access, accounts, orders, payments, products
+from knowpay.web.api import access, accounts, orders, payments, products, refunds
 
 
 def register_api(app: OpenAPI) -> None:
-    for area in (accounts, products, orders, payments, access):
+    for area in (accounts, products, orders, payments, refunds, access):
         app.register_api(area.bp)
