@@ -9,8 +9,9 @@ from knowpay.ledger.models import JournalTransaction, LedgerAccount, Posting
 from knowpay.orders.models import Coupon, Order, OrderItem
 from knowpay.outbox.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
 from knowpay.payments.models import ChannelNotification, Payment
+from knowpay.payouts.models import Payout, PayoutAccount
 from knowpay.refunds.models import Refund
 
 __all__ = ["AccessToken", "ApiKey", "Base", "ChannelNotification", "Coupon", "Entitlement", "IdempotencyKey",
            "JournalTransaction", "LedgerAccount", "Order", "OrderItem", "OutboxEvent", "Payment", "Posting",
-           "Product", "Refund", "Role", "User", "WebhookDelivery", "WebhookEndpoint"]
+           "Payout", "PayoutAccount", "Product", "Refund", "Role", "User", "WebhookDelivery", "WebhookEndpoint"]

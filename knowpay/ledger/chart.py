@@ -41,3 +41,19 @@ def promotion(currency: str) -> AccountSpec:
 def refunds_due(currency: str) -> AccountSpec:
     """Money received that must go back, such as a duplicate payment awaiting its refund (liability)."""
     return AccountSpec(f"refunds_due:{currency}", "liability", currency)
+
+
+def payout_hold(creator_id: str, currency: str) -> AccountSpec:
+    """Earnings set aside for a payout the creator asked for, until it is paid or rejected."""
+    return AccountSpec(f"creator:{creator_id}:payout_hold:{currency}", "liability", currency,
+                       allow_negative=False, owner_id=creator_id)
+
+
+def payouts_approved(currency: str) -> AccountSpec:
+    """Approved payouts waiting for the bank transfer (liability)."""
+    return AccountSpec(f"payouts:approved:{currency}", "liability", currency, allow_negative=False)
+
+
+def bank(currency: str) -> AccountSpec:
+    """The platform's own bank account, where channels settle and payouts leave from (asset)."""
+    return AccountSpec(f"bank:{currency}", "asset", currency)

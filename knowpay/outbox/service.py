@@ -9,7 +9,8 @@ from knowpay.outbox.models import OutboxEvent
 
 EVENT_TYPES = frozenset({
     "order.paid", "order.expired", "order.cancelled", "payment.succeeded", "payment.failed", "payment.expired",
-    "payment.cancelled", "refund.created", "refund.succeeded", "refund.failed",
+    "payment.cancelled", "refund.created", "refund.succeeded", "refund.failed", "payout.requested",
+    "payout.approved", "payout.rejected",
     "entitlement.granted", "entitlement.revoked", "payout.paid", "invariant.violated",
 })
 

@@ -46,6 +46,8 @@ class Payment(Base):
     created_at: Mapped[datetime] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column()
     succeeded_at: Mapped[datetime | None] = mapped_column()
+    # When the creators' share moved from pending to available (after the settlement period).
+    settled_at: Mapped[datetime | None] = mapped_column()
 
 
 class ChannelNotification(Base):

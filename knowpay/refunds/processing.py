@@ -37,11 +37,6 @@ def _capture_legs(session: Session, payment: Payment) -> dict[str, int]:
     return legs
 
 
-def _settled(session: Session, payment: Payment) -> bool:
-    return session.scalar(select(JournalTransaction.id).where(
-        JournalTransaction.idempotency_key == f"payment:{payment.id}:settled")) is not None
-
-
 def _post_refund_ledger(session: Session, refund: Refund, payment: Payment, ctx: Context) -> None:
     source = (chart.wallet(payment.buyer_id, payment.currency) if payment.channel == "wallet"
               else chart.clearing(payment.channel, payment.currency))
@@ -57,7 +52,7 @@ def _post_refund_ledger(session: Session, refund: Refund, payment: Payment, ctx:
     before = payment.amount_refunded
     step = reversal_step(legs, captured=payment.amount, before=before, after=before + refund.amount,
                          debit_remainder=source.code, credit_remainder=chart.platform_fees(payment.currency).code)
-    if _settled(session, payment):
+    if payment.settled_at is not None:
         # Earnings already available: the refund comes out of them, even below zero (recovered later).
         step = {code.replace(":pending:", ":available:") if code.startswith("creator:") else code: amount
                 for code, amount in step.items()}

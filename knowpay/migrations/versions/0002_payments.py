@@ -1,8 +1,8 @@
-"""payments: payments, notifications, entitlements, refunds, outbox, webhooks
+"""payments, refunds, payouts, outbox and webhooks
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-25 11:29:03.261713
+Create Date: 2026-11-25 11:35:49.719541
 """
 from __future__ import annotations
 
@@ -60,6 +60,38 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints'))
     )
+    op.create_table('payout_accounts',
+    sa.Column('creator_id', sa.String(length=32), nullable=False),
+    sa.Column('details_encrypted', sa.Text(), nullable=False),
+    sa.Column('display', sa.String(length=80), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['creator_id'], ['users.id'], name=op.f('fk_payout_accounts_creator_id_users')),
+    sa.PrimaryKeyConstraint('creator_id', name=op.f('pk_payout_accounts'))
+    )
+    op.create_table('payouts',
+    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('creator_id', sa.String(length=32), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=8), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('destination_encrypted', sa.Text(), nullable=False),
+    sa.Column('destination_display', sa.String(length=80), nullable=False),
+    sa.Column('reason', sa.String(length=300), nullable=True),
+    sa.Column('reference', sa.String(length=100), nullable=True),
+    sa.Column('decided_by', sa.String(length=32), nullable=True),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('approved_at', sa.DateTime(), nullable=True),
+    sa.Column('paid_at', sa.DateTime(), nullable=True),
+    sa.Column('rejected_at', sa.DateTime(), nullable=True),
+    sa.CheckConstraint('amount > 0', name=op.f('ck_payouts_amount_positive')),
+    sa.ForeignKeyConstraint(['creator_id'], ['users.id'], name=op.f('fk_payouts_creator_id_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payouts'))
+    )
+    with op.batch_alter_table('payouts', schema=None) as batch_op:
+        batch_op.create_index('ix_payouts_creator_created', ['creator_id', 'created_at'], unique=False)
+        batch_op.create_index('ix_payouts_status', ['status', 'created_at'], unique=False)
+
     op.create_table('webhook_deliveries',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('endpoint_id', sa.String(length=32), nullable=False),
@@ -104,6 +136,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.Column('succeeded_at', sa.DateTime(), nullable=True),
+    sa.Column('settled_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['buyer_id'], ['users.id'], name=op.f('fk_payments_buyer_id_users')),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_payments_order_id_orders')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payments')),
@@ -187,6 +220,12 @@ def downgrade() -> None:
         batch_op.drop_index('ix_webhook_deliveries_due')
 
     op.drop_table('webhook_deliveries')
+    with op.batch_alter_table('payouts', schema=None) as batch_op:
+        batch_op.drop_index('ix_payouts_status')
+        batch_op.drop_index('ix_payouts_creator_created')
+
+    op.drop_table('payouts')
+    op.drop_table('payout_accounts')
     op.drop_table('webhook_endpoints')
     with op.batch_alter_table('outbox_events', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_undispatched')

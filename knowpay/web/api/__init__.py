@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask_openapi3 import OpenAPI
 
-from knowpay.web.api import access, accounts, orders, payments, products, refunds
+from knowpay.web.api import access, accounts, orders, payments, payouts, products, refunds
 
 
 def register_api(app: OpenAPI) -> None:
-    for area in (accounts, products, orders, payments, refunds, access):
+    for area in (accounts, products, orders, payments, refunds, access, payouts):
         app.register_api(area.bp)

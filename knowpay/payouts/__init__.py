@@ -1,0 +1,1 @@
+"""Creator settlement (pending → available) and payouts to their bank accounts."""
