@@ -10,8 +10,10 @@ from knowpay.orders.models import Coupon, Order, OrderItem
 from knowpay.outbox.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
 from knowpay.payments.models import ChannelNotification, Payment
 from knowpay.payouts.models import Payout, PayoutAccount
+from knowpay.reconciliation.models import ReconciliationItem, ReconciliationRun
 from knowpay.refunds.models import Refund
 
 __all__ = ["AccessToken", "ApiKey", "Base", "ChannelNotification", "Coupon", "Entitlement", "IdempotencyKey",
            "JournalTransaction", "LedgerAccount", "Order", "OrderItem", "OutboxEvent", "Payment", "Posting",
-           "Payout", "PayoutAccount", "Product", "Refund", "Role", "User", "WebhookDelivery", "WebhookEndpoint"]
+           "Payout", "PayoutAccount", "Product", "ReconciliationItem",
+           "ReconciliationRun", "Refund", "Role", "User", "WebhookDelivery", "WebhookEndpoint"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from knowpay.channels.base import (
     Acknowledgement,
+    BillLine,
     Action,
     ChannelRefund,
     ChannelStatus,
@@ -31,6 +32,7 @@ class FakeChannel:
     calls: list = field(default_factory=list)
     refunds: dict = field(default_factory=dict)
     unavailable: bool = False
+    bills: dict = field(default_factory=dict)  # day -> list of BillLine fields
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _call(self, name: str, *args) -> None:
@@ -94,10 +96,11 @@ class FakeChannel:
         return ChannelRefund("failed", failure_code="not_found")
 
     def fetch_bill(self, day: str) -> bytes:
-        return b""
+        self._call("fetch_bill", day)
+        return json.dumps(self.bills.get(day, [])).encode()
 
     def parse_bill(self, data: bytes):
-        return []
+        return [BillLine(**line) for line in json.loads(data)]
 
     def count(self, name: str) -> int:
         return sum(1 for call in self.calls if call[0] == name)

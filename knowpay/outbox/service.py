@@ -10,7 +10,7 @@ from knowpay.outbox.models import OutboxEvent
 EVENT_TYPES = frozenset({
     "order.paid", "order.expired", "order.cancelled", "payment.succeeded", "payment.failed", "payment.expired",
     "payment.cancelled", "refund.created", "refund.succeeded", "refund.failed", "payout.requested",
-    "payout.approved", "payout.rejected",
+    "payout.approved", "payout.rejected", "reconciliation.discrepancy",
     "entitlement.granted", "entitlement.revoked", "payout.paid", "invariant.violated",
 })
 

@@ -1,8 +1,8 @@
-"""payments, refunds, payouts, outbox and webhooks
+"""payments, refunds, payouts, outbox, webhooks, reconciliation
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-25 11:35:49.719541
+Create Date: 2026-11-25 11:37:30.401224
 """
 from __future__ import annotations
 
@@ -51,6 +51,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_outbox_events_type'), ['type'], unique=False)
         batch_op.create_index('ix_outbox_undispatched', ['dispatched_at', 'created_at'], unique=False)
 
+    op.create_table('reconciliation_runs',
+    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('channel', sa.String(length=24), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('source', sa.String(length=200), nullable=False),
+    sa.Column('counts', sa.JSON(), nullable=False),
+    sa.Column('error', sa.String(length=500), nullable=True),
+    sa.Column('runs', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('started_at', sa.DateTime(), nullable=False),
+    sa.Column('finished_at', sa.DateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_reconciliation_runs')),
+    sa.UniqueConstraint('channel', 'day', name='uq_reconciliation_channel_day')
+    )
     op.create_table('webhook_endpoints',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('url', sa.String(length=500), nullable=False),
@@ -91,6 +106,24 @@ def upgrade() -> None:
     with op.batch_alter_table('payouts', schema=None) as batch_op:
         batch_op.create_index('ix_payouts_creator_created', ['creator_id', 'created_at'], unique=False)
         batch_op.create_index('ix_payouts_status', ['status', 'created_at'], unique=False)
+
+    op.create_table('reconciliation_items',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('run_id', sa.String(length=32), nullable=False),
+    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('result', sa.String(length=20), nullable=False),
+    sa.Column('payment_id', sa.String(length=40), nullable=True),
+    sa.Column('refund_id', sa.String(length=40), nullable=True),
+    sa.Column('channel_trade_no', sa.String(length=80), nullable=True),
+    sa.Column('channel_amount', sa.BigInteger(), nullable=True),
+    sa.Column('our_amount', sa.BigInteger(), nullable=True),
+    sa.Column('currency', sa.String(length=8), nullable=True),
+    sa.Column('detail', sa.String(length=300), nullable=True),
+    sa.ForeignKeyConstraint(['run_id'], ['reconciliation_runs.id'], name=op.f('fk_reconciliation_items_run_id_reconciliation_runs'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_reconciliation_items'))
+    )
+    with op.batch_alter_table('reconciliation_items', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_reconciliation_items_run_id'), ['run_id'], unique=False)
 
     op.create_table('webhook_deliveries',
     sa.Column('id', sa.String(length=32), nullable=False),
@@ -220,6 +253,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_webhook_deliveries_due')
 
     op.drop_table('webhook_deliveries')
+    with op.batch_alter_table('reconciliation_items', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_reconciliation_items_run_id'))
+
+    op.drop_table('reconciliation_items')
     with op.batch_alter_table('payouts', schema=None) as batch_op:
         batch_op.drop_index('ix_payouts_status')
         batch_op.drop_index('ix_payouts_creator_created')
@@ -227,6 +264,7 @@ def downgrade() -> None:
     op.drop_table('payouts')
     op.drop_table('payout_accounts')
     op.drop_table('webhook_endpoints')
+    op.drop_table('reconciliation_runs')
     with op.batch_alter_table('outbox_events', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_undispatched')
         batch_op.drop_index(batch_op.f('ix_outbox_events_type'))
