@@ -174,3 +174,61 @@ def _redact(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
+
+
+def _context():
+    from knowpay.context import build_context
+
+    return build_context(_settings())
+
+
+@main.command()
+@click.option("--channel", required=True, help="alipay, wechat, sandbox, ...")
+@click.option("--date", "day", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="the day, in the platform time zone")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False),
+              help="read this bill file instead of fetching it from the channel")
+def reconcile(channel: str, day, path: str | None) -> None:
+    """Match a channel's daily bill against our payments and refunds."""
+    from pathlib import Path
+
+    from knowpay.domain.errors import KnowPayError
+    from knowpay.reconciliation.service import reconcile as run_reconcile
+
+    ctx = _context()
+    shown = {"step": -1}
+
+    def progress(n: int, total: int) -> None:
+        step = n * 10 // max(total, 1)
+        if step != shown["step"]:
+            shown["step"] = step
+            click.echo(f"\r  matching bill lines: {n}/{total}", nl=n == total, err=True)
+
+    data = Path(path).read_bytes() if path else None
+    click.echo(f"reconciling {channel} for {day:%Y-%m-%d} from {path or 'the channel'} …", err=True)
+    try:
+        run = run_reconcile(ctx, channel=channel, day=day.date(), data=data, source=path or "channel",
+                            progress=progress)
+    except KnowPayError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"run {run.id} ({run.status}, run #{run.runs} for this day)")
+    for result in ("matched", "missing_internal", "missing_channel", "amount_mismatch", "status_mismatch"):
+        click.echo(f"  {result:<17} {run.counts.get(result, 0):>6}")
+    problems = sum(v for k, v in run.counts.items() if k != "matched")
+    click.echo("all lines match" if not problems else f"{problems} discrepancies: see the run in the admin console")
+
+
+@main.command()
+def verify() -> None:
+    """Check the money invariants; exits non-zero when any is violated."""
+    from knowpay.invariants import check_invariants
+
+    report = check_invariants(_context())
+    for name, count in report.checked.items():
+        click.echo(f"checked {count:>7} {name}")
+    if report.ok:
+        click.echo("all invariants hold")
+        return
+    for violation in report.violations:
+        click.echo(f"VIOLATED {violation.check}: {violation.detail}: {', '.join(violation.ids[:20])}", err=True)
+    sys.exit(1)

@@ -1,0 +1,41 @@
+"""`check_invariants` is clean after real activity and names what is wrong after tampering."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, text, update
+
+from knowpay.access.models import Entitlement
+from knowpay.invariants import check_invariants
+from knowpay.outbox.models import OutboxEvent
+
+
+def _sell(client, buyer, product_id, fake_channel) -> dict:
+    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product_id}]})
+    payment = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
+                          json={"channel": "sandbox"}).get_json()
+    body = fake_channel.notification_body(payment["id"], payment["amount"])
+    assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
+    return payment
+
+
+def test_clean_after_sales_and_refunds(client, ctx, buyer, published_product, fake_channel):
+    paid = [_sell(client, buyer, published_product["id"], fake_channel) for _ in range(3)]
+    client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": paid[0]["id"], "amount": 100})
+    client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": paid[1]["id"]})
+    report = check_invariants(ctx)
+    assert report.ok, report.as_dict()
+    assert report.checked["orders"] == 3 and report.checked["entitlements"] == 3
+
+
+def test_tampering_is_reported_with_the_offending_ids_and_an_event(client, ctx, buyer, published_product,
+                                                                   fake_channel):
+    paid = _sell(client, buyer, published_product["id"], fake_channel)
+    with ctx.db.transaction() as session:
+        session.execute(update(Entitlement).where(Entitlement.order_id == paid["order_id"]).values(status="revoked"))
+        session.execute(text("UPDATE ledger_accounts SET balance = balance + 1 WHERE code = 'platform:fees:cny'"))
+    report = check_invariants(ctx)
+    checks = {v.check: v.ids for v in report.violations}
+    assert checks["ledger_balances"] == ["platform:fees:cny"]
+    assert len(checks["access"]) == 1
+    with ctx.db.transaction(write=False) as session:
+        assert session.scalars(select(OutboxEvent.type).where(OutboxEvent.type == "invariant.violated")).one()
