@@ -86,7 +86,8 @@ class Money:
 
 SYMBOLS = {"cny": "¥", "jpy": "JP¥", "usd": "US$", "eur": "€", "gbp": "£", "hkd": "HK$", "coin": "🪙"}
 
-_DECIMAL = re.compile(r"^(-?)(\d{1,15})(?:\.(\d+))?$")
+# ASCII only: `\d` alone would also take full-width and other Unicode digits, which no channel sends.
+_DECIMAL = re.compile(r"^(-?)(\d{1,15})(?:\.(\d+))?$", re.ASCII)
 
 
 def parse_major(text: str, currency: str) -> int:

@@ -71,8 +71,20 @@ TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
 }
 
 
-def can_transition(current: StrEnum, target: StrEnum) -> bool:
-    return target in TRANSITIONS[type(current)].get(current, frozenset())
+def can_transition(current: StrEnum | str, target: StrEnum) -> bool:
+    """Whether `current → target` is a move of the target's machine.
+
+    `current` may be the plain text a status column reads back as. The machine is the target's:
+    the statuses are str enums, so "paid" of a payout would otherwise equal "paid" of an order.
+    """
+    machine = type(target)
+    if isinstance(current, StrEnum) and type(current) is not machine:
+        return False
+    try:
+        current = machine(current)
+    except ValueError:
+        return False
+    return target in TRANSITIONS[machine].get(current, frozenset())
 
 
 def sources_of(target: StrEnum) -> frozenset[StrEnum]:
@@ -81,7 +93,7 @@ def sources_of(target: StrEnum) -> frozenset[StrEnum]:
     return frozenset(src for src, targets in table.items() if target in targets)
 
 
-def check_transition(current: StrEnum, target: StrEnum, *, code: str = "invalid_state") -> None:
+def check_transition(current: StrEnum | str, target: StrEnum, *, code: str = "invalid_state") -> None:
     """Raise Conflict unless `current → target` is allowed."""
     if not can_transition(current, target):
         raise Conflict(f"Cannot go from {current} to {target}.", code=code)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, event
+from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 
 from knowpay.db import Base
 from knowpay.domain.ids import new_id
@@ -54,3 +54,24 @@ class Posting(Base):
     currency: Mapped[str] = mapped_column(String(8))
 
     transaction: Mapped[JournalTransaction] = relationship(back_populates="postings")
+
+
+class AppendOnlyViolation(RuntimeError):
+    """Code tried to change or remove a posted journal transaction or posting; post a reversal instead."""
+
+
+def _refuse_update(_mapper, _connection, target) -> None:  # type: ignore[no-untyped-def]
+    session = object_session(target)
+    # A new posting appended to `transaction.postings` marks the transaction dirty without changing it.
+    if session is None or session.is_modified(target, include_collections=False):
+        raise AppendOnlyViolation(f"{target.__tablename__} is append-only: post a reversing transaction")
+
+
+def _refuse_delete(_mapper, _connection, target) -> None:  # type: ignore[no-untyped-def]
+    raise AppendOnlyViolation(f"{target.__tablename__} is append-only: post a reversing transaction")
+
+
+# Refused here before any SQL is sent; the migration's triggers refuse it again in the database.
+for _model in (JournalTransaction, Posting):
+    event.listen(_model, "before_update", _refuse_update)
+    event.listen(_model, "before_delete", _refuse_delete)

@@ -136,7 +136,8 @@ def post_transaction(
             session.flush()
     except IntegrityError:
         # A concurrent poster used the same key and committed first: theirs stands.
-        return session.scalars(select(JournalTransaction).where(JournalTransaction.idempotency_key == key)).one()
+        return session.scalars(
+            select(JournalTransaction).where(JournalTransaction.idempotency_key == key)).one()
     session.add_all(
         Posting(transaction_id=txn.id, position=i, account_id=locked[leg.account].id,
                 amount=leg.amount, currency=leg.currency)
@@ -175,15 +176,22 @@ class LedgerReport:
 def verify_ledger(session: Session) -> LedgerReport:
     """Recompute every balance from postings and check every transaction sums to zero per currency."""
     report = LedgerReport()
-    sums = dict(session.execute(select(Posting.account_id, func.sum(Posting.amount)).group_by(Posting.account_id)).all())
-    for account in session.scalars(select(LedgerAccount).order_by(LedgerAccount.code)):
+    sums = (select(Posting.account_id, func.sum(Posting.amount).label("total"))
+            .group_by(Posting.account_id).subquery())
+    # One statement, so one snapshot: on PostgreSQL (READ COMMITTED) separate queries for the sums
+    # and the cached balances would see different commits and report false mismatches on a live system.
+    accounts = session.execute(
+        select(LedgerAccount.code, LedgerAccount.type, LedgerAccount.allow_negative, LedgerAccount.balance,
+               sums.c.total)
+        .outerjoin(sums, sums.c.account_id == LedgerAccount.id)
+        .order_by(LedgerAccount.code))
+    for code, account_type, allow_negative, cached, total in accounts:
         report.accounts_checked += 1
-        recomputed = int(sums.get(account.id) or 0) * normal_sign(account.type)
-        if recomputed != account.balance:
-            report.balance_mismatches.append(
-                {"account": account.code, "cached": account.balance, "from_postings": recomputed})
-        if not account.allow_negative and recomputed < 0:
-            report.negative_balances.append({"account": account.code, "balance": recomputed})
+        recomputed = int(total or 0) * normal_sign(account_type)
+        if recomputed != cached:
+            report.balance_mismatches.append({"account": code, "cached": cached, "from_postings": recomputed})
+        if not allow_negative and recomputed < 0:
+            report.negative_balances.append({"account": code, "balance": recomputed})
     report.transactions_checked = session.scalar(select(func.count()).select_from(JournalTransaction)) or 0
     bad = session.execute(
         select(Posting.transaction_id, Posting.currency, func.sum(Posting.amount))
