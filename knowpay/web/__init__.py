@@ -71,6 +71,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.teardown_appcontext(close_request_session)
     register_api(app)
     app.register_blueprint(ops.bp)
+    # Served by us: flask-openapi3 registers its document route only together with its UI pages,
+    # which load scripts from CDNs.
+    app.add_url_rule("/api/v1/openapi.json", endpoint="openapi_document", view_func=lambda: app.api_doc)
     app.register_blueprint(notify.bp)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app
@@ -97,6 +100,6 @@ def _guard_api_request() -> None:
             raise InvalidRequest("Send the body as application/json.", code="unsupported_media_type")
         try:
             json.loads(request.get_data(cache=True) or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
     load_principal()

@@ -69,3 +69,19 @@ def test_a_clean_day_matches_everything(client, ctx, buyer, published_product, f
     fake_channel.bills[day.isoformat()] = [_line(p) for p in sold]
     run = reconcile(ctx, channel="sandbox", day=day)
     assert run.counts == {"matched": 3}
+
+
+def test_admins_see_runs_and_export_them_as_csv(client, ctx, buyer, admin, published_product, fake_channel):
+    sold = _sell(client, buyer, published_product["id"], fake_channel)
+    day = local_day(ctx.clock.now(), ctx.settings.timezone)
+    fake_channel.bills[day.isoformat()] = [_line(sold, amount=1)]
+    run = reconcile(ctx, channel="sandbox", day=day)
+    assert client.get("/api/v1/reconciliation/runs", headers=buyer.headers).status_code == 403
+    listed = client.get("/api/v1/reconciliation/runs", headers=admin.headers).get_json()
+    assert [r["id"] for r in listed["data"]] == [run.id]
+    assert listed["data"][0]["counts"] == {"amount_mismatch": 1}
+    csv_text = client.get(f"/api/v1/reconciliation/runs/{run.id}/items?format=csv", headers=admin.headers)
+    assert csv_text.mimetype == "text/csv"
+    lines = csv_text.get_data(as_text=True).strip().splitlines()
+    assert lines[0].startswith("kind,result,payment_id")
+    assert lines[1].startswith(f"payment,amount_mismatch,{sold['id']}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask_openapi3 import OpenAPI
 
-from knowpay.web.api import access, accounts, orders, payments, payouts, products, refunds
+from knowpay.web.api import access, accounts, orders, payments, payouts, products, reconciliation, refunds
 
 
 def register_api(app: OpenAPI) -> None:
-    for area in (accounts, products, orders, payments, refunds, access, payouts):
+    for area in (accounts, products, orders, payments, refunds, access, payouts, reconciliation):
         app.register_api(area.bp)
