@@ -7,7 +7,7 @@ row locks (`FOR UPDATE`) where balances change.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +22,9 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+OUTBOX_WRITTEN = "outbox_written"
 
 
 class Base(DeclarativeBase):
@@ -70,6 +73,13 @@ class Database:
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         writer_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
         self._writer = sessionmaker(writer_engine, expire_on_commit=False)
+        # Called after a commit that wrote outbox events (the web sets it to wake a worker).
+        self.after_outbox_commit: Callable[[], None] | None = None
+        event.listen(self._writer, "after_commit", self._after_commit)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(OUTBOX_WRITTEN, False) and self.after_outbox_commit is not None:
+            self.after_outbox_commit()
 
     def session(self, *, write: bool = True) -> Session:
         """A new session; `write=True` takes SQLite's write lock at BEGIN."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from knowpay.db import OUTBOX_WRITTEN
 from knowpay.domain.clock import Clock
 from knowpay.outbox.models import OutboxEvent
 
@@ -21,4 +22,5 @@ def record_event(session: Session, *, type: str, object_type: str, object_id: st
     event = OutboxEvent(type=type, object_type=object_type, object_id=object_id, sequence=sequence,
                         payload=payload, created_at=clock.now())
     session.add(event)
+    session.info[OUTBOX_WRITTEN] = True
     return event

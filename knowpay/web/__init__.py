@@ -17,6 +17,7 @@ from knowpay.context import build_context
 from knowpay.db import Database
 from knowpay.domain.clock import Clock
 from knowpay.domain.errors import InvalidRequest
+from knowpay.jobs.tasks import enqueue_outbox_kick
 from knowpay.web import notify, ops
 from knowpay.web.api import register_api
 from knowpay.web.api.schemas import SECURITY_SCHEMES
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     context = build_context(settings, db=db, clock=clock, channels=channels)
     database = context.db
     app.extensions["knowpay"] = context
+    database.after_outbox_commit = lambda: enqueue_outbox_kick(settings)
     datastore = SQLAlchemySessionUserDatastore(
         scoped_session(database._reader), _user_model(), _role_model())
     Security(app, datastore, register_blueprint=False)

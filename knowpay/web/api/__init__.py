@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from flask_openapi3 import OpenAPI
 
-from knowpay.web.api import access, accounts, orders, payments, payouts, products, reconciliation, refunds
+from knowpay.web.api import (
+    access,
+    accounts,
+    orders,
+    payments,
+    payouts,
+    products,
+    reconciliation,
+    refunds,
+    webhooks,
+)
 
 
 def register_api(app: OpenAPI) -> None:
-    for area in (accounts, products, orders, payments, refunds, access, payouts, reconciliation):
+    for area in (accounts, products, orders, payments, refunds, access, payouts, reconciliation, webhooks):
         app.register_api(area.bp)
