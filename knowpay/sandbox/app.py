@@ -19,7 +19,8 @@ from flask import Flask, Response, abort, g, jsonify, redirect, render_template,
 from knowpay.config import ConfigError, Settings
 from knowpay.domain.money import EXPONENTS, MAX_AMOUNT, SYMBOLS, format_major
 from knowpay.sandbox import SandboxConfig, SignatureError, isoformat, parse_isoformat, verify_signature
-from knowpay.sandbox.notifier import Notifier
+from knowpay.sandbox.gateways import gateway_plugins
+from knowpay.sandbox.notifier import Notifier, SandboxFormat, WireFormat
 from knowpay.sandbox.store import GatewayError, Refund, SandboxStore, Trade, TradeStatus
 
 BILL_COLUMNS = ("kind", "out_trade_no", "trade_no", "out_refund_no", "amount", "currency", "status",
@@ -57,13 +58,17 @@ def create_sandbox_app(settings: Settings, *, notify_sync: bool = False) -> Flas
         raise ConfigError("the sandbox gateway runs only outside production")
     config = SandboxConfig.from_settings(settings)
     store = SandboxStore(settings.instance_path / "sandbox.sqlite3", fee_bps=config.fee_bps)
-    notifier = Notifier(store, {config.merchant_id: config.secret})
+    formats: dict[str, WireFormat] = {"sandbox": SandboxFormat({config.merchant_id: config.secret})}
+    notifier = Notifier(store, formats)
     gateway = Gateway(config, store, notifier, ZoneInfo(settings.timezone))
 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["sandbox"] = gateway
     _register(app, gateway)
+    # Each real channel's imitation (Alipay's gateway.do, WeChat Pay v3, Stripe /v1) plugs in here.
+    for name, plugin in gateway_plugins().items():
+        formats[name] = plugin.install(app, gateway, settings)
     if not notify_sync:
         notifier.start()
     return app

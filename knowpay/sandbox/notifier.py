@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -35,13 +36,41 @@ def retry_delay(attempts: int) -> int:
     return RETRY_DELAYS[attempts - 1] if attempts <= len(RETRY_DELAYS) else RETRY_EVERY
 
 
+class WireFormat(Protocol):
+    """How one channel's notifications look on the wire; rendered at each attempt, so signatures
+    and timestamps are always fresh."""
+
+    def render(self, delivery: Delivery, now: float) -> tuple[bytes, dict[str, str]]: ...
+
+    def acknowledged(self, status: int, text: str) -> bool: ...
+
+
+class SandboxFormat:
+    """The sandbox's own format: JSON signed with HMAC-SHA256, acknowledged by 200 `success`."""
+
+    def __init__(self, merchant_secrets: Mapping[str, str]) -> None:
+        self._secrets = dict(merchant_secrets)
+
+    def render(self, delivery: Delivery, now: float) -> tuple[bytes, dict[str, str]]:
+        secret = self._secrets.get(delivery.merchant_id)
+        if secret is None:
+            raise LookupError(f"no secret for merchant {delivery.merchant_id!r}")
+        body = delivery.body.encode("utf-8")
+        return body, {"Content-Type": "application/json",
+                      **signed_headers(delivery.merchant_id, secret, body, now=now)}
+
+    def acknowledged(self, status: int, text: str) -> bool:
+        return status == 200 and text == ACKNOWLEDGED_BODY
+
+
 class Notifier:
     """Sends due notifications: call `deliver_due()` yourself, or `start()` a background thread."""
 
-    def __init__(self, store: SandboxStore, merchant_secrets: Mapping[str, str], *,
+    def __init__(self, store: SandboxStore, formats: Mapping[str, WireFormat], *,
                  clock: Callable[[], float] = time.time, workers: int = 4) -> None:
         self.store = store
-        self._secrets = dict(merchant_secrets)
+        # Looked up at each attempt: channel gateways add their formats after the notifier is built.
+        self.formats = formats
         self._clock = clock
         self._http = requests.Session()
         # Merchants are reached directly: a proxy from the environment would not know 127.0.0.1.
@@ -85,18 +114,19 @@ class Notifier:
 
     def _send(self, delivery: Delivery) -> str | None:
         """POST one notification → None when acknowledged, else why not."""
-        secret = self._secrets.get(delivery.merchant_id)
-        if secret is None:
-            return f"no secret for merchant {delivery.merchant_id!r}"
-        body = delivery.body.encode("utf-8")
-        headers = {"Content-Type": "application/json",
-                   **signed_headers(delivery.merchant_id, secret, body, now=time.time())}
+        wire = self.formats.get(delivery.channel)
+        if wire is None:
+            return f"no wire format for channel {delivery.channel!r}"
+        try:
+            body, headers = wire.render(delivery, time.time())
+        except LookupError as exc:
+            return str(exc)
         try:
             answer = self._http.post(delivery.url, data=body, headers=headers, timeout=TIMEOUT,
                                      allow_redirects=False)
         except requests.RequestException as exc:
             return f"{exc.__class__.__name__}: {exc}"
-        if answer.status_code == 200 and answer.text == ACKNOWLEDGED_BODY:
+        if wire.acknowledged(answer.status_code, answer.text):
             return None
         return f"HTTP {answer.status_code}: {answer.text[:200]!r}"
 

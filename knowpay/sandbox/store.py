@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS trades (
     fee             INTEGER NOT NULL DEFAULT 0,
     amount_refunded INTEGER NOT NULL DEFAULT 0 CHECK (amount_refunded <= amount),
     fee_refunded    INTEGER NOT NULL DEFAULT 0,
+    channel         TEXT NOT NULL DEFAULT 'sandbox',
+    extra           TEXT NOT NULL DEFAULT '{}',
     UNIQUE (merchant_id, out_trade_no)
 );
 CREATE INDEX IF NOT EXISTS trades_by_paid_at ON trades (merchant_id, paid_at);
@@ -58,6 +60,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     notify_id       TEXT PRIMARY KEY,
     merchant_id     TEXT NOT NULL,
     trade_no        TEXT NOT NULL,
+    channel         TEXT NOT NULL DEFAULT 'sandbox',
     url             TEXT NOT NULL,
     body            TEXT NOT NULL,
     status          TEXT NOT NULL,
@@ -115,6 +118,8 @@ class Trade:
     fee: int
     amount_refunded: int
     fee_refunded: int
+    channel: str = "sandbox"  # whose wire format the gateway speaks for this trade
+    extra: str = "{}"  # channel-specific facts as JSON (buyer id, installments, intent secret...)
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,7 @@ class Delivery:
     notify_id: str
     merchant_id: str
     trade_no: str
+    channel: str
     url: str
     body: str
     status: str
@@ -214,7 +220,8 @@ class SandboxStore:
     # -- trades ------------------------------------------------------------------------------------
 
     def create_trade(self, merchant_id: str, *, out_trade_no: str, amount: int, currency: str, subject: str,
-                     notify_url: str, return_url: str, expires_at: float, now: float) -> tuple[Trade, bool]:
+                     notify_url: str, return_url: str, expires_at: float, now: float, channel: str = "sandbox",
+                     extra: dict | None = None) -> tuple[Trade, bool]:
         """Open a trade, or return the one already open for this out_trade_no → (trade, created)."""
         with self._transaction() as db:
             existing = self._trade_by_out_no(db, merchant_id, out_trade_no, now)
@@ -227,10 +234,10 @@ class SandboxStore:
             trade_no = _new_number("sbx")
             db.execute(
                 "INSERT INTO trades (trade_no, merchant_id, out_trade_no, amount, currency, subject,"
-                " notify_url, return_url, status, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " notify_url, return_url, status, created_at, expires_at, channel, extra)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (trade_no, merchant_id, out_trade_no, amount, currency, subject, notify_url, return_url,
-                 TradeStatus.WAIT_BUYER_PAY, now, expires_at))
+                 TradeStatus.WAIT_BUYER_PAY, now, expires_at, channel, json.dumps(extra or {})))
             return self._known_trade(db, trade_no, now), True
 
     def trade(self, trade_no: str, *, now: float) -> Trade | None:
@@ -403,10 +410,10 @@ class SandboxStore:
     def _enqueue(self, db: sqlite3.Connection, notify_id: str, trade: Trade, url: str, payload: dict,
                  now: float) -> None:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-        db.execute("INSERT INTO notifications (notify_id, merchant_id, trade_no, url, body, status,"
-                   " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (notify_id, trade.merchant_id, trade.trade_no, url, body, DeliveryStatus.PENDING,
-                    now, now))
+        db.execute("INSERT INTO notifications (notify_id, merchant_id, trade_no, channel, url, body, status,"
+                   " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (notify_id, trade.merchant_id, trade.trade_no, trade.channel, url, body,
+                    DeliveryStatus.PENDING, now, now))
 
     def _known_trade(self, db: sqlite3.Connection, trade_no: str, now: float) -> Trade:
         trade = self._trade(db, trade_no, now)
