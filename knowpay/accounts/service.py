@@ -11,7 +11,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask_security.utils import hash_password, verify_and_update_password
+from flask import current_app
+from flask_security.utils import hash_password, verify_password
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -82,8 +83,12 @@ def authenticate(session: Session, *, email: str, password: str) -> User:
         # Spend the same time as a real check so a miss does not reveal which e-mails exist.
         hash_password(password)
         raise AuthenticationFailed("Wrong e-mail or password.", code="invalid_credentials")
-    if not verify_and_update_password(password, user):
+    if not verify_password(password, user.password):
         raise AuthenticationFailed("Wrong e-mail or password.", code="invalid_credentials")
+    # A hash made with older settings is upgraded in the caller's session. (Flask-Security's
+    # verify_and_update_password would put the user into its datastore's own session and fail.)
+    if current_app.extensions["security"].pwd_context.needs_update(user.password):
+        user.password = hash_password(password)
     return user
 
 

@@ -8,6 +8,7 @@ and the stored response commit together or not at all.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,13 +32,18 @@ class Replay:
     body: dict
 
 
-def fingerprint(method: str, path: str, body: bytes) -> str:
-    """Hash of what makes two requests "the same": method, path and the JSON body (canonical)."""
+def fingerprint(method: str, path: str, body: bytes, *, secret: str) -> str:
+    """Keyed hash of what makes two requests "the same": method, path and the JSON body (canonical).
+
+    Keyed with the app's secret because bodies carry passwords: a plain SHA-256 of them in the
+    table would be a fast, unsalted password hash for anyone who reads the database.
+    """
     try:
         canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
-    except ValueError:
+    except (ValueError, RecursionError):
         canonical = body
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
+    message = method.encode() + b" " + path.encode() + b"\n" + canonical
+    return hmac.new(("idempotency:" + secret).encode(), message, hashlib.sha256).hexdigest()
 
 
 def claim(db: Database, *, principal: str, key: str, print_: str, now: datetime) -> Replay | int:
@@ -46,8 +52,9 @@ def claim(db: Database, *, principal: str, key: str, print_: str, now: datetime)
     Raises InvalidRequest (422) when the key was used with another request, Conflict (409) while
     the first request with the key is still running.
     """
-    if not key or len(key) > 255:
-        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", code="invalid_idempotency_key",
+    if not key or len(key) > 255 or "\x00" in key:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters, without NUL.",
+                             code="invalid_idempotency_key",
                              param="Idempotency-Key")
     with db.transaction() as session:
         # Keys expire after KEEP_FOR: an old row with this key is removed so the key can be reused.

@@ -21,7 +21,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, id_ = json.loads(raw)
-        return datetime.fromisoformat(at), str(id_)
+        moment = datetime.fromisoformat(at)
+        # Only cursors this module wrote are valid: naive UTC and a plain id (PostgreSQL refuses NUL).
+        if not isinstance(id_, str) or "\x00" in id_ or moment.tzinfo is not None:
+            raise ValueError(cursor)
+        return moment, id_
     except (ValueError, TypeError):
         raise InvalidRequest("This cursor is not valid.", code="invalid_cursor", param="cursor") from None
 

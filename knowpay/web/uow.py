@@ -35,10 +35,15 @@ def to_body(result: Any) -> Any:
     return result
 
 
-def api_call(view: Callable) -> Callable:
+def api_call(view: Callable | None = None, /, *, replay: bool = True) -> Callable:
+    """Wrap a view as one unit of work. `replay=False` ignores Idempotency-Key for calls that are
+    safe to repeat and whose answer must not be stored (a fresh bearer token)."""
+    if view is None:
+        return lambda inner: api_call(inner, replay=replay)
+
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any):
-        key = request.headers.get("Idempotency-Key")
+        key = request.headers.get("Idempotency-Key") if replay else None
         if request.method not in MUTATING or key is None:
             body, status = view(*args, **kwargs)
             session = request_session()
@@ -47,7 +52,8 @@ def api_call(view: Callable) -> Callable:
             return _json(to_body(body), status)
         rt = runtime()
         claim = idem.claim(rt.db, principal=principal_id(), key=key,
-                           print_=idem.fingerprint(request.method, request.path, request.get_data()),
+                           print_=idem.fingerprint(request.method, request.path, request.get_data(),
+                                                   secret=rt.settings.secret_key),
                            now=rt.clock.now())
         if isinstance(claim, idem.Replay):
             return _json(claim.body, claim.status, replayed=True)
