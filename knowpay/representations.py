@@ -17,6 +17,22 @@ class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class ProductOut(Out):
+    id: str
+    title: str
+    kind: str
+    amount: int
+    currency: str
+    status: str
+    creator_id: str
+    description: str
+    refund_window_days: int
+    plan: dict | None
+    coins: int | None
+    bonus_coins: int
+    created_at: UtcDateTime
+
+
 class OrderItemOut(Out):
     product_id: str
     title: str

@@ -15,7 +15,7 @@ from knowpay.context import Context
 from knowpay.domain.errors import ChannelUnavailable, Conflict, InsufficientFunds, InvalidRequest, NotFound, PaymentDeclined
 from knowpay.domain.states import OrderStatus, PaymentStatus
 from knowpay.orders.models import Order
-from knowpay.payments.capture import capture_payment, fail_payment, payment_event
+from knowpay.payments.capture import capture_payment, fail_payment
 from knowpay.payments.models import Payment
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from knowpay.domain.errors import InvalidRequest
 from knowpay.jobs.tasks import enqueue_outbox_kick
 from knowpay.web import notify, ops
 from knowpay.web.api import register_api
-from knowpay.web.api.schemas import SECURITY_SCHEMES
+from knowpay.web.api.schemas import SECURITY_SCHEMES, ErrorOut
 from knowpay.web.auth import load_principal
 from knowpay.web.errors import register_error_handlers, validation_error_response
 from knowpay.web.runtime import close_request_session
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
         doc_url="/openapi.json",
         doc_ui=False,
         validation_error_status=400,
+        validation_error_model=ErrorOut,
         validation_error_callback=validation_error_response,
     )
     app.config.update(
@@ -97,7 +98,8 @@ def _guard_api_request() -> None:
     """Refuse malformed JSON with the API's error shape, then find out who is calling."""
     if not request.path.startswith("/api/"):
         return
-    if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.content_length:
+    has_body = request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and has_body:
         if not request.is_json:
             raise InvalidRequest("Send the body as application/json.", code="unsupported_media_type")
         try:

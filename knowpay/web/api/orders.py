@@ -9,7 +9,8 @@ from pydantic import Field
 
 from knowpay.orders import service as orders
 from knowpay.orders.models import Order
-from knowpay.web.api.schemas import BEARER, IdPath, ListQuery, Out, Page, Strict, UtcDateTime, errors, tag
+from knowpay.representations import OrderOut
+from knowpay.web.api.schemas import BEARER, IdPath, ListQuery, Page, Strict, errors, tag
 from knowpay.web.auth import current_user
 from knowpay.web.pagination import paginate
 from knowpay.web.runtime import request_session, runtime
@@ -26,30 +27,6 @@ class ItemIn(Strict):
 class OrderIn(Strict):
     items: list[ItemIn] = Field(..., min_length=1, max_length=50)
     coupon: str | None = Field(None, max_length=64)
-
-
-class ItemOut(Out):
-    product_id: str
-    title: str
-    kind: str
-    amount: int
-    quantity: int
-
-
-class OrderOut(Out):
-    id: str
-    status: str
-    buyer_id: str
-    items: list[ItemOut]
-    amount_subtotal: int
-    amount_discount: int
-    amount_total: int
-    amount_refunded: int
-    currency: str
-    coupon: str | None = Field(validation_alias="coupon_code")
-    expires_at: UtcDateTime
-    paid_at: UtcDateTime | None
-    created_at: UtcDateTime
 
 
 class OrderQuery(ListQuery):

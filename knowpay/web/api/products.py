@@ -10,7 +10,8 @@ from pydantic import Field
 from knowpay.catalog import service as catalog
 from knowpay.catalog.models import Product
 from knowpay.domain.states import ProductStatus
-from knowpay.web.api.schemas import BEARER, IdPath, ListQuery, Out, Page, Strict, UtcDateTime, errors, tag
+from knowpay.representations import ProductOut
+from knowpay.web.api.schemas import BEARER, IdPath, ListQuery, Page, Strict, errors, tag
 from knowpay.web.auth import current_user, optional_user
 from knowpay.web.pagination import paginate
 from knowpay.web.runtime import request_session, runtime
@@ -36,22 +37,6 @@ class ProductIn(Strict):
     plan: PlanIn | None = None
     coins: int | None = Field(None, gt=0, le=10**13, description="coin_pack only: coins credited")
     bonus_coins: int = Field(0, ge=0, le=10**13, description="coin_pack only: extra coins, funded by promotion")
-
-
-class ProductOut(Out):
-    id: str
-    title: str
-    kind: str
-    amount: int
-    currency: str
-    status: str
-    creator_id: str
-    description: str
-    refund_window_days: int
-    plan: dict | None
-    coins: int | None
-    bonus_coins: int
-    created_at: UtcDateTime
 
 
 class ProductQuery(ListQuery):

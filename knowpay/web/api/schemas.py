@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from flask_openapi3 import Tag
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from knowpay.domain.clock import isoformat
+from knowpay.representations import Out, UtcDateTime  # noqa: F401 - re-exported for the API modules
 
-UtcDateTime = Annotated[datetime, PlainSerializer(isoformat, return_type=str)]
 
 T = TypeVar("T")
 
@@ -54,10 +52,6 @@ class Strict(Input):
         # double-encoded object; the API takes a JSON object and nothing else.
         raise ValidationError.from_exception_data(cls.__name__, [
             {"type": "model_type", "loc": (), "input": json_data, "ctx": {"class_name": cls.__name__}}])
-
-
-class Out(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
 
 
 class ErrorDetail(BaseModel):
