@@ -8,12 +8,12 @@ from knowpay.idempotency.models import IdempotencyKey
 from knowpay.ledger.models import JournalTransaction, LedgerAccount, Posting
 from knowpay.orders.models import Coupon, Order, OrderItem
 from knowpay.outbox.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
-from knowpay.payments.models import ChannelNotification, Payment
+from knowpay.payments.models import BankTransferReceipt, ChannelNotification, Payment
 from knowpay.payouts.models import Payout, PayoutAccount
 from knowpay.reconciliation.models import ReconciliationItem, ReconciliationRun
 from knowpay.refunds.models import Refund
 
-__all__ = ["AccessToken", "ApiKey", "Base", "ChannelNotification", "Coupon", "Entitlement", "IdempotencyKey",
+__all__ = ["AccessToken", "ApiKey", "BankTransferReceipt", "Base", "ChannelNotification", "Coupon", "Entitlement", "IdempotencyKey",
            "JournalTransaction", "LedgerAccount", "Order", "OrderItem", "OutboxEvent", "Payment", "Posting",
            "Payout", "PayoutAccount", "Product", "ReconciliationItem",
            "ReconciliationRun", "Refund", "Role", "User", "WebhookDelivery", "WebhookEndpoint"]

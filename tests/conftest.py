@@ -119,10 +119,12 @@ def fake_channel():
 @pytest.fixture
 def app(settings, db, fake_channel):
     from knowpay.channels import Registry
+    from knowpay.channels.bank_transfer import BankTransferChannel
     from knowpay.web import create_app
 
+    bank = BankTransferChannel("KnowPay Test Ltd", "6222 1111 2222 3333", "Test Bank", days=3)
     application = create_app(settings, db=db, clock=SystemClock(), config={"TESTING": True, **FAST_PASSWORDS},
-                             channels=Registry({"sandbox": fake_channel}))
+                             channels=Registry({"sandbox": fake_channel, "bank_transfer": bank}))
     return application
 
 

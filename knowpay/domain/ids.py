@@ -9,7 +9,7 @@ _LENGTH = 22  # 22 base62 characters carry about 131 bits of randomness
 
 PREFIXES = frozenset(
     {"usr", "prd", "ord", "oit", "pay", "ref", "ent", "pyo", "evt", "whe", "whd", "tkt", "acc", "txn",
-     "pst", "key", "tok", "cpn", "ntf", "rsk", "rcn", "job"}
+     "pst", "key", "tok", "cpn", "ntf", "rsk", "rcn", "job", "btr"}
 )
 
 

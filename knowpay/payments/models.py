@@ -67,3 +67,20 @@ class ChannelNotification(Base):
     payment_id: Mapped[str | None] = mapped_column(String(32))
     event_id: Mapped[str | None] = mapped_column(String(100))
     processed_at: Mapped[datetime | None] = mapped_column()
+
+
+class BankTransferReceipt(Base):
+    """A transfer an admin saw arrive in the bank, and what KnowPay made of it."""
+
+    __tablename__ = "bank_transfer_receipts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("btr"))
+    reference: Mapped[str] = mapped_column(String(40), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    payment_id: Mapped[str | None] = mapped_column(String(32))
+    # captured | partial | excess | unknown_reference | not_payable
+    outcome: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(String(300))
+    recorded_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column()

@@ -15,6 +15,7 @@ from knowpay.context import Context
 from knowpay.domain.errors import ChannelUnavailable, Conflict, InsufficientFunds, InvalidRequest, NotFound, PaymentDeclined
 from knowpay.domain.states import OrderStatus, PaymentStatus
 from knowpay.orders.models import Order
+from knowpay.payments.bank_transfers import hold_order_for_transfer
 from knowpay.payments.capture import capture_payment, fail_payment
 from knowpay.payments.models import Payment
 
@@ -110,6 +111,8 @@ def create_payment(ctx: Context, *, buyer: User, order_id: str, ask: PaymentAsk)
             action=created.action.to_json() if created.action else None,
             channel_trade_no=created.channel_trade_no or Payment.channel_trade_no,
             channel_extra=created.extra, updated_at=ctx.clock.now(), version=Payment.version + 1))
+        if ask.channel == "bank_transfer":
+            hold_order_for_transfer(session, payment, days=channel.days, ctx=ctx)
         return session.get(Payment, payment.id, populate_existing=True)
 
 

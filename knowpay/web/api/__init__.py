@@ -7,6 +7,7 @@ from flask_openapi3 import OpenAPI
 from knowpay.web.api import (
     access,
     accounts,
+    bank_transfers,
     orders,
     payments,
     payouts,
@@ -18,5 +19,6 @@ from knowpay.web.api import (
 
 
 def register_api(app: OpenAPI) -> None:
-    for area in (accounts, products, orders, payments, refunds, access, payouts, reconciliation, webhooks):
+    for area in (accounts, products, orders, payments, refunds, access, payouts, reconciliation, webhooks,
+                 bank_transfers):
         app.register_api(area.bp)

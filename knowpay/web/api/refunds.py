@@ -50,3 +50,19 @@ def list_refunds(query: RefundQuery):
     stmt = refunds.refunds_query(current_user(), query.payment_id)
     rows, more, cursor = paginate(request_session(), stmt, Refund, limit=query.limit, cursor=query.cursor)
     return {"data": [as_json(RefundOut, r) for r in rows], "has_more": more, "next_cursor": cursor}, 200
+
+
+@bp.post("/refunds/<id>/mark-sent", responses={200: RefundOut, **errors(401, 403, 404, 409)}, security=BEARER)
+@api_call
+def mark_refund_sent(path: IdPath):
+    """Admin: a refund the channel cannot send itself (bank transfer) was sent by hand."""
+    from knowpay.domain.errors import Conflict
+    from knowpay.refunds.processing import complete_refund
+
+    admin = current_user("admin")
+    session = request_session()
+    refund = refunds.get_refund_for(session, path.id, admin)
+    if not complete_refund(session, refund.id, channel_refund_no=f"manual:{admin.id}", ctx=runtime()):
+        raise Conflict(f"The refund is {refund.status}, not pending.", code="refund_not_pending")
+    session.refresh(refund)
+    return RefundOut.model_validate(refund), 200
