@@ -88,9 +88,11 @@ def post_transaction(
 ) -> JournalTransaction:
     """Post `legs` as one balanced transaction, exactly once per `key`.
 
-    A replay of a key returns the transaction already posted and posts nothing. Accounts are
-    locked in code order (no deadlocks between concurrent posters); an account that forbids a
-    negative balance raises InsufficientFunds and nothing of the transaction is written.
+    A replay of a key returns the transaction already posted and posts nothing. Only accounts that
+    forbid a negative balance keep a cached balance: those are locked in code order (no deadlocks
+    between concurrent posters) and checked, and InsufficientFunds leaves nothing written. Every
+    other account's balance is the sum of its postings, so busy shared accounts (clearing, fees)
+    are never locked and concurrent captures do not queue behind each other.
     """
     existing = session.scalar(select(JournalTransaction).where(JournalTransaction.idempotency_key == key))
     if existing is not None:
@@ -98,36 +100,30 @@ def post_transaction(
     check_balanced(legs)
     clock = clock or SystemClock()
     specs = {spec.code: spec for spec in accounts}
-    for code in sorted({leg.account for leg in legs}):
+    codes = {leg.account for leg in legs}
+    for code in sorted(codes):
         if code in specs:
             ensure_account(session, specs[code], clock=clock)
-    locked = {
-        acc.code: acc
-        for acc in session.scalars(
-            select(LedgerAccount)
-            .where(LedgerAccount.code.in_({leg.account for leg in legs}))
-            .order_by(LedgerAccount.code)
-            .with_for_update()
-        )
-    }
-    missing = {leg.account for leg in legs} - locked.keys()
+    known = {acc.code: acc for acc in session.scalars(select(LedgerAccount).where(LedgerAccount.code.in_(codes)))}
+    missing = codes - known.keys()
     if missing:
         raise ValueError(f"unknown ledger accounts: {sorted(missing)}")
     deltas: dict[str, int] = defaultdict(int)
     for leg in legs:
-        account = locked[leg.account]
+        account = known[leg.account]
         if account.currency != leg.currency:
             raise UnbalancedTransaction(f"{leg.account} is in {account.currency}, not {leg.currency}.")
         deltas[leg.account] += leg.amount * normal_sign(account.type)
-    # Fresh balances under the lock: the ORM copy may predate another transaction's commit.
-    current = dict(session.execute(
-        select(LedgerAccount.code, LedgerAccount.balance).where(LedgerAccount.code.in_(deltas.keys()))
-        .execution_options(populate_existing=True)).all())
-    for code, delta in deltas.items():
-        account = locked[code]
-        if not account.allow_negative and current[code] + delta < 0:
-            raise InsufficientFunds(
-                f"Account {code} would go below zero ({current[code]} + {delta}).", code="insufficient_funds")
+    guarded = sorted(code for code in deltas if not known[code].allow_negative)
+    if guarded:
+        # Lock, then read fresh under the lock: the ORM copy may predate another transaction's commit.
+        current = dict(session.execute(
+            select(LedgerAccount.code, LedgerAccount.balance).where(LedgerAccount.code.in_(guarded))
+            .order_by(LedgerAccount.code).with_for_update()).all())
+        for code in guarded:
+            if current[code] + deltas[code] < 0:
+                raise InsufficientFunds(f"Account {code} would go below zero ({current[code]} + {deltas[code]}).",
+                                        code="insufficient_funds")
     txn = JournalTransaction(idempotency_key=key, kind=kind, description=description[:300],
                              meta=meta or {}, created_at=clock.now())
     try:
@@ -139,23 +135,32 @@ def post_transaction(
         return session.scalars(
             select(JournalTransaction).where(JournalTransaction.idempotency_key == key)).one()
     session.add_all(
-        Posting(transaction_id=txn.id, position=i, account_id=locked[leg.account].id,
+        Posting(transaction_id=txn.id, position=i, account_id=known[leg.account].id,
                 amount=leg.amount, currency=leg.currency)
         for i, leg in enumerate(legs)
     )
-    for code, delta in deltas.items():
-        if delta:
+    for code in guarded:
+        if deltas[code]:
             session.execute(update(LedgerAccount).where(LedgerAccount.code == code)
-                            .values(balance=LedgerAccount.balance + delta))
+                            .values(balance=LedgerAccount.balance + deltas[code]))
     session.flush()
-    for account in locked.values():
-        session.expire(account, ["balance"])
+    for code in guarded:
+        session.expire(known[code], ["balance"])
     return txn
 
 
 def balance_of(session: Session, code: str) -> int:
-    """The cached normal-side balance of an account (0 if it has never been used)."""
-    return session.scalar(select(LedgerAccount.balance).where(LedgerAccount.code == code)) or 0
+    """The normal-side balance of an account (0 if it has never been used): the cached balance of an
+    account that forbids going negative, else the sum of its postings."""
+    row = session.execute(select(LedgerAccount.id, LedgerAccount.type, LedgerAccount.allow_negative,
+                                 LedgerAccount.balance).where(LedgerAccount.code == code)).first()
+    if row is None:
+        return 0
+    account_id, account_type, allow_negative, cached = row
+    if not allow_negative:
+        return cached
+    total = session.scalar(select(func.coalesce(func.sum(Posting.amount), 0)).where(Posting.account_id == account_id))
+    return int(total) * normal_sign(account_type)
 
 
 @dataclass
@@ -188,7 +193,8 @@ def verify_ledger(session: Session) -> LedgerReport:
     for code, account_type, allow_negative, cached, total in accounts:
         report.accounts_checked += 1
         recomputed = int(total or 0) * normal_sign(account_type)
-        if recomputed != cached:
+        # Only accounts that forbid a negative balance keep a cached one (see post_transaction).
+        if not allow_negative and recomputed != cached:
             report.balance_mismatches.append({"account": code, "cached": cached, "from_postings": recomputed})
         if not allow_negative and recomputed < 0:
             report.negative_balances.append({"account": code, "balance": recomputed})

@@ -32,10 +32,14 @@ def test_tampering_is_reported_with_the_offending_ids_and_an_event(client, ctx, 
     paid = _sell(client, buyer, published_product["id"], fake_channel)
     with ctx.db.transaction() as session:
         session.execute(update(Entitlement).where(Entitlement.order_id == paid["order_id"]).values(status="revoked"))
-        session.execute(text("UPDATE ledger_accounts SET balance = balance + 1 WHERE code = 'platform:fees:cny'"))
+        txn_id, account_id = session.execute(text(
+            "SELECT p.transaction_id, p.account_id FROM postings p JOIN ledger_accounts a ON a.id = p.account_id "
+            "WHERE a.code = 'platform:fees:cny'")).one()
+        session.execute(text("INSERT INTO postings (id, transaction_id, position, account_id, amount, currency) "
+                             "VALUES ('pst_stray', :t, 99, :a, -1, 'cny')"), {"t": txn_id, "a": account_id})
     report = check_invariants(ctx)
     checks = {v.check: v.ids for v in report.violations}
-    assert checks["ledger_balances"] == ["platform:fees:cny"]
+    assert checks["ledger_balanced"] == [txn_id]
     assert len(checks["access"]) == 1
     with ctx.db.transaction(write=False) as session:
         assert session.scalars(select(OutboxEvent.type).where(OutboxEvent.type == "invariant.violated")).one()

@@ -47,7 +47,7 @@ def count(db, model) -> int:
 
 def balances(db) -> dict[str, int]:
     with db.transaction(write=False) as session:
-        return dict(session.execute(select(LedgerAccount.code, LedgerAccount.balance)).all())
+        return {code: balance_of(session, code) for code in session.scalars(select(LedgerAccount.code))}
 
 
 def fund_wallet(db, clock, coins: int) -> None:
@@ -311,22 +311,30 @@ def test_verify_is_clean_after_postings(db, clock):
 
 
 def test_verify_reports_a_cached_balance_that_was_tampered_with(db, clock):
-    post_sale(db, clock)
+    fund_wallet(db, clock, 500)
     with db.engine.begin() as conn:
-        conn.execute(text("UPDATE ledger_accounts SET balance = 10000 WHERE code = 'clearing:alipay:cny'"))
+        conn.execute(text(f"UPDATE ledger_accounts SET balance = 10000 WHERE code = '{WALLET.code}'"))
 
     with db.transaction(write=False) as session:
         report = verify_ledger(session)
     assert not report.ok
-    assert report.balance_mismatches == [
-        {"account": "clearing:alipay:cny", "cached": 10000, "from_postings": 9900}]
+    assert report.balance_mismatches == [{"account": WALLET.code, "cached": 10000, "from_postings": 500}]
     assert report.unbalanced_transactions == []
 
 
-def test_verify_reports_a_stray_posting_as_unbalanced_and_as_a_mismatch(db, clock):
-    txn_id = post_sale(db, clock)
+def test_accounts_that_may_go_negative_keep_no_cached_balance_but_report_their_postings(db, clock):
+    post_sale(db, clock)
     with db.transaction(write=False) as session:
-        account_id = session.scalar(select(LedgerAccount.id).where(LedgerAccount.code == CREATOR.code))
+        cached = session.scalar(select(LedgerAccount.balance).where(LedgerAccount.code == CLEARING.code))
+        assert (cached, balance_of(session, CLEARING.code)) == (0, 9900)
+
+
+def test_verify_reports_a_stray_posting_as_unbalanced_and_as_a_mismatch(db, clock):
+    post_sale(db, clock)
+    fund_wallet(db, clock, 8910)
+    with db.transaction(write=False) as session:
+        txn_id = session.scalar(select(JournalTransaction.id).where(JournalTransaction.kind == "bonus_coins"))
+        account_id = session.scalar(select(LedgerAccount.id).where(LedgerAccount.code == WALLET.code))
     # Inserting is all the triggers allow; a stray line added behind the service's back must show.
     with db.engine.begin() as conn:
         conn.execute(text("INSERT INTO postings (id, transaction_id, position, account_id, amount, currency) "
@@ -337,7 +345,7 @@ def test_verify_reports_a_stray_posting_as_unbalanced_and_as_a_mismatch(db, cloc
     assert not report.ok
     assert report.unbalanced_transactions == [{"transaction": txn_id, "currency": "cny", "sum": -1}]
     assert report.balance_mismatches == [
-        {"account": CREATOR.code, "cached": 8910, "from_postings": 8911}]
+        {"account": WALLET.code, "cached": 8910, "from_postings": 8911}]
 
 
 def test_verify_reports_a_forbidden_negative_balance(db, clock):
