@@ -58,7 +58,8 @@ def _orders(session, report: InvariantReport) -> None:
         .group_by(Payment.order_id)).all())
     refunded = dict(session.execute(
         select(Refund.order_id, func.sum(Refund.amount)).where(
-            Refund.status == RefundStatus.SUCCEEDED, Refund.kind == "requested").group_by(Refund.order_id)).all())
+            Refund.status == RefundStatus.SUCCEEDED, Refund.kind != "duplicate_payment")
+        .group_by(Refund.order_id)).all())
     wrong_capture = [o.id for o in orders if int(captured.get(o.id) or 0) != o.amount_total]
     wrong_refund = [o.id for o in orders if int(refunded.get(o.id) or 0) != o.amount_refunded]
     wrong_status = [o.id for o in orders if (o.status == OrderStatus.REFUNDED) != (o.amount_refunded >= o.amount_total

@@ -65,18 +65,20 @@ def mismatch(payment: Payment | None, notification: Notification) -> str | None:
 
 def apply_payment_notification(session: Session, notification: Notification, ctx: Context) -> tuple[str, str | None]:
     """Apply a verified payment notification inside the caller's transaction → (status, reason)."""
+    if notification.status not in ("succeeded", "failed"):
+        # Nothing to apply (an intermediate status, or an event about something else): keep it on
+        # record and acknowledge it, so the channel does not retry it for days.
+        return "ignored", f"status {notification.status} needs no action"
     payment = session.get(Payment, notification.payment_id, with_for_update=True)
     reason = mismatch(payment, notification)
     if reason:
         return "rejected", reason
     if notification.status == "succeeded":
         outcome = capture_payment(session, payment.id, channel_trade_no=notification.channel_trade_no, ctx=ctx)
-    elif notification.status == "failed":
+    else:
         outcome = fail_payment(session, payment.id, code=notification.details.get("code", "declined"),
                                message=notification.details.get("message", "The channel declined the payment."),
                                ctx=ctx)
-    else:
-        return "ignored", f"status {notification.status} needs no action"
     return ("duplicate" if outcome == Outcome.ALREADY_DONE else "processed"), outcome.value
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from knowpay.access.service import revoke_for_order
@@ -146,10 +146,17 @@ def process_pending_refunds(ctx: Context) -> int:
 
 
 def apply_refund_notification(session: Session, notification: Notification, ctx: Context) -> tuple[str, str | None]:
-    """A channel telling us a refund finished; one we have no record of is rejected and kept on record."""
+    """A channel telling us a refund finished. One made outside KnowPay (in the channel's merchant
+    dashboard) is recorded as an external refund, with its ledger reversal and access change."""
+    if notification.status not in ("succeeded", "failed"):
+        return "ignored", f"refund status {notification.status} needs no action"
     refund = session.get(Refund, notification.refund_id) if notification.refund_id else None
-    if refund is None or refund.payment_id != notification.payment_id:
-        return "rejected", f"unknown refund {notification.refund_id!r}"
+    if refund is None:
+        if notification.status != "succeeded":
+            return "ignored", "a failed refund we never asked for"
+        return record_external_refund(session, notification, ctx)
+    if refund.payment_id != notification.payment_id:
+        return "rejected", f"refund {refund.id} belongs to another payment"
     if notification.amount != refund.amount or notification.currency != refund.currency:
         return "rejected", "refund amount or currency does not match"
     if notification.status == "succeeded":
@@ -158,3 +165,25 @@ def apply_refund_notification(session: Session, notification: Notification, ctx:
     else:
         done = fail_refund(session, refund.id, code=notification.details.get("code", "channel_refused"), ctx=ctx)
     return ("processed" if done else "duplicate"), None
+
+
+def record_external_refund(session: Session, notification: Notification, ctx: Context) -> tuple[str, str | None]:
+    payment = session.get(Payment, notification.payment_id, with_for_update=True)
+    if payment is None or payment.status != "succeeded" or notification.currency != payment.currency:
+        return "rejected", f"refund for unknown or unpaid payment {notification.payment_id!r}"
+    channel_no = notification.details.get("refund_no") or notification.refund_id or notification.event_id
+    if channel_no and session.scalar(select(Refund.id).where(Refund.payment_id == payment.id,
+                                                             Refund.channel_refund_no == channel_no)):
+        return "duplicate", "external refund already recorded"
+    taken = session.scalar(select(func.coalesce(func.sum(Refund.amount), 0)).where(
+        Refund.payment_id == payment.id, Refund.status != RefundStatus.FAILED)) or 0
+    if notification.amount <= 0 or notification.amount > payment.amount - int(taken):
+        return "rejected", "external refund larger than what is left of the payment"
+    refund = Refund(payment_id=payment.id, order_id=payment.order_id, amount=notification.amount,
+                    currency=payment.currency, status=RefundStatus.PENDING, kind="external",
+                    reason="refunded at the channel, outside KnowPay", created_at=ctx.clock.now(), version=1)
+    session.add(refund)
+    session.flush()
+    log.warning("recording refund %s of %s made outside KnowPay", refund.id, payment.id)
+    complete_refund(session, refund.id, channel_refund_no=channel_no, ctx=ctx)
+    return "processed", f"external refund recorded as {refund.id}"

@@ -125,3 +125,32 @@ def test_eight_concurrent_refunds_of_2000_on_9900_at_most_four_succeed(app, clie
     with ctx.db.transaction(write=False) as session:
         assert sum(session.scalars(select(Refund.amount))) == 8000
         assert verify_ledger(session).ok
+
+
+def test_a_refund_made_in_the_channels_dashboard_is_recorded_not_lost(client, ctx, buyer, published_product,
+                                                                      fake_channel):
+    from knowpay.invariants import check_invariants
+
+    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    body = fake_channel.notification_body(payment["id"], 9900, kind="refund", refund_id="dashboard-refund-1",
+                                          event_id="evt_dash_1")
+    first = client.post("/notify/sandbox", data=body, content_type="application/json")
+    again = client.post("/notify/sandbox", data=body, content_type="application/json")
+    assert first.status_code == again.status_code == 200
+    with ctx.db.transaction(write=False) as session:
+        refunds = list(session.scalars(select(Refund)))
+    assert [(r.kind, r.amount, r.status) for r in refunds] == [("external", 9900, "succeeded")]
+    order = client.get(f"/api/v1/orders/{payment['order_id']}", headers=buyer.headers).get_json()
+    assert order["status"] == "refunded"
+    assert client.get("/api/v1/entitlements", headers=buyer.headers).get_json()["data"][0]["status"] == "revoked"
+    assert check_invariants(ctx).ok
+
+
+def test_a_pending_refund_notification_changes_nothing(client, ctx, buyer, published_product, fake_channel):
+    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    refund = client.post("/api/v1/refunds", headers=buyer.headers,
+                         json={"payment_id": payment["id"], "amount": 100}).get_json()
+    body = fake_channel.notification_body(payment["id"], 100, kind="refund", refund_id=refund["id"],
+                                          status="pending")
+    assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
+    assert client.get(f"/api/v1/refunds/{refund['id']}", headers=buyer.headers).get_json()["status"] == "succeeded"
