@@ -142,12 +142,19 @@ def demo(host: str, port: int, sandbox_port: int) -> None:
     from knowpay.bootstrap import init_database
     from knowpay.demo import seed_demo
     from knowpay.launcher import run_together
+    from knowpay.sandbox.gateways import gateway_plugins
     from knowpay.web import create_app
 
     env = {
         "KNOWPAY_BASE_URL": os.environ.get("KNOWPAY_BASE_URL", f"http://{host}:{port}"),
         "KNOWPAY_SANDBOX_URL": os.environ.get("KNOWPAY_SANDBOX_URL", f"http://{host}:{sandbox_port}"),
     }
+    os.environ.update(env)
+    # Keys and URLs for the sandbox's Alipay, WeChat Pay and Stripe imitations; real settings win.
+    for plugin in gateway_plugins().values():
+        if hasattr(plugin, "demo_env"):
+            found = plugin.demo_env(_settings().instance_path)
+            env.update({k: v for k, v in found.items() if k not in os.environ})
     os.environ.update(env)
     settings = init_database(_settings())
     app = create_app(settings)
