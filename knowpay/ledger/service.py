@@ -101,10 +101,10 @@ def post_transaction(
     clock = clock or SystemClock()
     specs = {spec.code: spec for spec in accounts}
     codes = {leg.account for leg in legs}
-    for code in sorted(codes):
-        if code in specs:
-            ensure_account(session, specs[code], clock=clock)
     known = {acc.code: acc for acc in session.scalars(select(LedgerAccount).where(LedgerAccount.code.in_(codes)))}
+    for code in sorted(codes - known.keys()):
+        if code in specs:
+            known[code] = ensure_account(session, specs[code], clock=clock)
     missing = codes - known.keys()
     if missing:
         raise ValueError(f"unknown ledger accounts: {sorted(missing)}")
