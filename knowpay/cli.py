@@ -239,3 +239,251 @@ def verify() -> None:
     for violation in report.violations:
         click.echo(f"VIOLATED {violation.check}: {violation.detail}: {', '.join(violation.ids[:20])}", err=True)
     sys.exit(1)
+
+
+@main.group("recommend")
+def recommend_group() -> None:
+    """Recommendations from payment data."""
+
+
+@recommend_group.command("evaluate")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 100), help="how many are shown")
+@click.option("--test-share", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.95),
+              help="the latest share of purchases held out to score against")
+def recommend_evaluate(k: int, test_share: float) -> None:
+    """Split purchase history by time; print hit rate@k and catalogue coverage beside popularity."""
+    from knowpay.recommend.evaluate import evaluate, load_catalogue, load_history
+
+    ctx = _context()
+    with ctx.db.transaction(write=False) as session:
+        history, catalogue = load_history(session), load_catalogue(session)
+    for line in evaluate(history, k=k, test_share=test_share, catalogue=catalogue).lines():
+        click.echo(line)
+
+
+@recommend_group.command("refresh")
+@click.option("--full", is_flag=True, help="recount every buyer, not only those whose orders changed")
+def recommend_refresh(full: bool) -> None:
+    """Bring the co-purchase counts up to date now (the worker does this every half minute)."""
+    from knowpay.recommend.service import refresh_recommendations
+
+    click.echo(f"buyers recounted: {refresh_recommendations(_context(), full=full)}")
+
+
+@main.group("support")
+def support_group() -> None:
+    """Customer service: the FAQ the assistant answers from."""
+
+
+@support_group.command("faq")
+@click.option("--seed", is_flag=True, help="add the bundled entries (zh-CN and en) that are not there yet")
+@click.option("--load", "path", type=click.Path(exists=True, dir_okay=False),
+              help="add the entries of a JSON file shaped like knowpay/support/faq_seed.json")
+@click.option("--ask", "question", help="show the entries that answer QUESTION, with their confidence")
+@click.option("--locale", type=click.Choice(["zh-CN", "en"]), default=None,
+              help="with --ask: the FAQ's language (default: guessed from the question)")
+def support_faq(seed: bool, path: str | None, question: str | None, locale: str | None) -> None:
+    """List the FAQ, add the bundled or a file's entries, or try a question against it."""
+    import json
+    from pathlib import Path
+
+    from knowpay.domain.errors import KnowPayError
+    from knowpay.support import faq
+    from knowpay.support.assistant import resolve_locale
+
+    ctx = _context()
+    if seed or path:
+        entries = faq.seed_entries() if seed else []
+        if path:
+            try:
+                entries += json.loads(Path(path).read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise click.ClickException(f"{path} is not JSON: {exc}") from None
+        try:
+            with ctx.db.transaction() as session:
+                click.echo(f"FAQ entries added: {faq.load_entries(session, entries, clock=ctx.clock)}")
+        except KnowPayError as exc:
+            raise click.ClickException(exc.message) from None
+        return
+    with ctx.db.transaction(write=False) as session:
+        if question:
+            matches = faq.search_faq(session, question, resolve_locale(locale, question), limit=5)
+            for match in matches:
+                mark = "answers" if match.confident else "too weak"
+                click.echo(f"{match.confidence:6.2f} {mark:<8} #{match.entry.id} {match.entry.question}")
+            if not matches:
+                click.echo("no entry matches")
+            return
+        for entry in faq.list_entries(session, published_only=False):
+            state = "" if entry.published else " (unpublished)"
+            click.echo(f"#{entry.id} [{entry.locale}] {entry.topic or '-'}: {entry.question}{state}")
+
+
+@main.group("analytics")
+def analytics_group() -> None:
+    """Payment analytics: the DuckDB store, reports, Parquet exports and anomaly checks."""
+
+
+@analytics_group.command("rebuild")
+def analytics_rebuild() -> None:
+    """Recompute the analytics store from the operational database (the worker then keeps it current)."""
+    from knowpay.analytics.store import rebuild, store_for
+
+    ctx = _context()
+    with click.progressbar(length=1, label="rebuilding analytics", show_pos=True, file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        result = rebuild(ctx, progress=progress)
+    click.echo(f"rebuilt {store_for(ctx.settings).path}: {result.rows:,} rows, {result.events:,} events, "
+               f"watermark {result.watermark:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@analytics_group.command("load")
+def analytics_load() -> None:
+    """Take in what changed since the last load now (the worker does it every minute)."""
+    from knowpay.analytics.store import load_increment
+
+    result = load_increment(_context(), blocking=True)
+    what = "rebuilt" if result.rebuilt else "loaded"
+    click.echo(f"{what}: {result.events:,} events, {result.rows:,} rows, watermark {result.watermark} UTC")
+
+
+def _day(_ctx, param, value):
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use YYYY-MM-DD", param=param) from None
+
+
+@analytics_group.command("report")
+@click.option("--from", "start", required=True, callback=_day, help="first day, YYYY-MM-DD (platform time zone)")
+@click.option("--to", "end", required=True, callback=_day, help="last day, YYYY-MM-DD, included")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True),
+              help="also write a self-contained HTML report with charts to this file")
+@click.option("--creator", "creator_id", default=None, help="only this creator's products")
+def analytics_report(start, end, html_path: str | None, creator_id: str | None) -> None:
+    """Print a summary of a date range; optionally write an HTML report."""
+    from pathlib import Path
+
+    from knowpay.analytics.report import gather, html_report, terminal_summary
+
+    if start > end:
+        raise click.BadParameter("--from is after --to", param_hint="--from")
+    data = gather(_context(), start=start, end=end, creator_id=creator_id)
+    click.echo(terminal_summary(data))
+    if html_path:
+        Path(html_path).write_text(html_report(data), encoding="utf-8")
+        click.echo(f"\nHTML report: {html_path}")
+
+
+@analytics_group.command("export-parquet")
+@click.option("--from", "start", callback=_day, help="export these days again (default: the days that changed)")
+@click.option("--to", "end", callback=_day)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="default: <instance>/analytics-parquet")
+def analytics_export_parquet(start, end, out_dir: str | None) -> None:
+    """Write daily Parquet partitions (table/day=YYYY-MM-DD/part-0.parquet) for Spark, Trino, ClickHouse, DuckDB."""
+    from pathlib import Path
+
+    from knowpay.analytics.parquet import PARQUET_DIR, export_parquet
+
+    if (start is None) != (end is None):
+        raise click.BadParameter("give both --from and --to, or neither", param_hint="--from")
+    ctx = _context()
+    written = export_parquet(ctx, out_dir=Path(out_dir) if out_dir else None, start=start, end=end)
+    click.echo(f"{len(written)} partitions written under {out_dir or Path(ctx.settings.instance_path) / PARQUET_DIR}")
+
+
+@analytics_group.command("check")
+def analytics_check() -> None:
+    """Run the anomaly detectors and relearn the channel ordering now (the worker does it every 5 minutes)."""
+    from knowpay.analytics.anomalies import check_anomalies
+    from knowpay.analytics.channel_ranking import refresh_channel_model
+
+    ctx = _context()
+    cells = refresh_channel_model(ctx)
+    found = check_anomalies(ctx)
+    click.echo(f"channel model: {cells} cells; new anomalies: {len(found)}")
+    for anomaly in found:
+        click.echo(f"  {anomaly.kind} {anomaly.subject}: {anomaly.message}")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Field-encryption keys (KNOWPAY_ENCRYPTION_KEYS, newest first)."""
+
+
+@keys_group.command("rotate")
+@click.option("--batch", default=200, show_default=True, type=click.IntRange(1, 10_000), help="rows per transaction")
+def keys_rotate(batch: int) -> None:
+    """Re-encrypt two-factor keys and payout bank details under the newest key (then older keys can go)."""
+    from knowpay.fieldcrypt import FieldCipher
+    from knowpay.security import audit
+    from knowpay.security.keys import rotate_field_keys
+
+    ctx = _context()
+    newest = ctx.settings.encryption_keys[0][0]
+    click.echo(f"re-encrypting under key {newest!r}")
+
+    def progress(result) -> None:  # type: ignore[no-untyped-def]
+        click.echo(f"  {result.label}: {result.rotated}/{result.total}", err=True)
+
+    results = rotate_field_keys(ctx.db, FieldCipher(ctx.settings.encryption_keys), newest, progress=progress,
+                                batch=batch)
+    with ctx.db.transaction() as session:
+        audit.record(session, "cli", audit.KEYS_ROTATED, newest,
+                     {r.label: {"rotated": r.rotated, "unreadable": len(r.unreadable)} for r in results}, ctx.clock)
+    for result in results:
+        click.echo(f"{result.label:<30} {result.rotated:>7} re-encrypted")
+    unreadable = [(r.label, key) for r in results for key in r.unreadable]
+    if unreadable:
+        for label, key in unreadable[:20]:
+            click.echo(f"UNREADABLE {label} {key}: no configured key decrypts it", err=True)
+        sys.exit(1)
+    click.echo(f"every encrypted value now uses key {newest!r}")
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The append-only, hash-chained audit log."""
+
+
+@audit_group.command("verify")
+@click.option("--anchor", help="SEQ:HASH of a head printed earlier; fails if that entry is gone or changed")
+def audit_verify(anchor: str | None) -> None:
+    """Check the hash chain; exits non-zero naming the first edited or deleted entry."""
+    from knowpay.security.audit import verify_chain
+
+    parsed = None
+    if anchor:
+        seq, sep, digest = anchor.partition(":")
+        if not sep or not seq.isdigit() or len(digest) != 64:
+            raise click.BadParameter("use SEQ:HASH as printed by `knowpay audit verify`", param_hint="--anchor")
+        parsed = (int(seq), digest)
+    ctx = _context()
+
+    def progress(checked: int) -> None:
+        click.echo(f"  checked {checked} entries", err=True)
+
+    with ctx.db.transaction(write=False) as session:
+        report = verify_chain(session, anchor=parsed, progress=progress)
+    if report.ok:
+        click.echo(f"audit log intact: {report.checked} entries; head {report.head_seq}:{report.head_hash}")
+        return
+    click.echo(f"audit log BROKEN at entry {report.broken_seq}: {report.problem} "
+               f"({report.checked} entries before it check out)", err=True)
+    sys.exit(1)
+
+
+def _register_risk() -> None:
+    from knowpay.risk.cli import risk
+
+    main.add_command(risk)
+
+
+_register_risk()

@@ -62,4 +62,7 @@ def seed_demo(session: Session, *, clock: Clock) -> list[str]:
                                              currency="cny", description=f"演示商品：{title}", clock=clock,
                                              **extra)
             catalog.change_status(session, product, ProductStatus.PUBLISHED, clock=clock)
+    from knowpay.support import faq
+
+    faq.load_entries(session, faq.seed_entries(), clock=clock)
     return [f"  {d.email:<28} {DEMO_PASSWORD}  ({', '.join(d.roles)})" for d in USERS]

@@ -626,7 +626,7 @@ class WeChatPayChannel:
         download = self._send("GET", f"{target.scheme}://{target.netloc}", path, b"", verify_answer=False)
         if not download.ok:
             raise self._refusal(download)
-        if not hmac.compare_digest(hashlib.sha1(download.body).hexdigest(), hash_value.lower()):
+        if not hmac.compare_digest(hashlib.sha1(download.body, usedforsecurity=False).hexdigest(), hash_value.lower()):
             raise ChannelUnavailable("The downloaded WeChat Pay bill does not match its SHA1; try again.")
         return download.body
 

@@ -135,6 +135,9 @@ def register_tasks(huey: Huey, context_factory: Callable[[], Context]) -> Tasks:
 
         return check_invariants(context()).ok
 
+    register_recommendation_refresh(huey, context)
+    register_analytics_tasks(huey, context)
+    register_risk_tasks(huey, context)
     return Tasks(expire_orders=expire_orders, query_pending_payments=query_pending_payments,
                  process_refunds=process_refunds, sweep_outbox=sweep_outbox, kick_outbox=kick_outbox,
                  settle_earnings=settle_earnings, reconcile_yesterday=reconcile_yesterday,
@@ -203,3 +206,93 @@ def enqueue_outbox_kick(settings: Settings) -> bool:
         log.warning("could not enqueue an outbox kick (%s: %s); the periodic sweep will deliver",
                     exc.__class__.__name__, exc)
         return False
+
+
+# Recommendations may lag purchases by a minute (API.md). Huey's schedule counts whole minutes, so the
+# refresh runs as a chain of delayed tasks every half minute instead; a worker starting up, and an
+# hourly check, start a new chain when the expected next link is overdue (a flushed queue).
+RECOMMEND_EVERY_SECONDS = 30
+RECOMMEND_LINK = "recommend-refresh-next-link"
+RECOMMEND_LINK_OVERDUE_SECONDS = 120
+
+
+def register_recommendation_refresh(huey: Huey, context: Callable[[], Context]) -> TaskWrapper:
+    """Register the recommendations refresh chain; returns its task (calling it enqueues one link)."""
+
+    def schedule_next() -> None:
+        link = refresh_recommendations.schedule(delay=RECOMMEND_EVERY_SECONDS)
+        huey.put(RECOMMEND_LINK, (link.id, time.time() + RECOMMEND_EVERY_SECONDS))
+
+    def ensure_chain() -> None:
+        expected = huey.get(RECOMMEND_LINK, peek=True)
+        if expected is None or time.time() - expected[1] > RECOMMEND_LINK_OVERDUE_SECONDS:
+            schedule_next()
+
+    @huey.task(name="refresh_recommendations", context=True)
+    def refresh_recommendations(task=None) -> int:
+        from knowpay.recommend.service import refresh_recommendations as refresh
+
+        expected = huey.get(RECOMMEND_LINK, peek=True)
+        if expected is not None and task is not None and expected[0] != task.id:
+            return 0  # a link of an older chain: the current one carries on, this one ends here
+        schedule_next()  # before the work, so that a worker stopped mid-refresh leaves the chain intact
+        return _report("recommendation buyers recounted", refresh(context()))
+
+    huey.on_startup("recommendations_chain")(ensure_chain)
+    huey.periodic_task(crontab(minute="29"), name="check_recommendations_chain", expires=3600)(ensure_chain)
+    return refresh_recommendations
+
+
+# Analytics (issue 9): the store takes in each minute's changes; figures may lag payments by a minute.
+# The checks run every five minutes, off the hour's first minute when the other schedules crowd in.
+ANALYTICS_CHECK = crontab(minute="4-59/5")
+
+
+def register_analytics_tasks(huey: Huey, context: Callable[[], Context]) -> dict[str, TaskWrapper]:
+    """The analytics load every minute, anomaly checks and the channel model every five, Parquet hourly."""
+
+    @huey.periodic_task(EVERY_MINUTE, name="load_analytics", expires=SWEEP_EXPIRES_SECONDS)
+    def load_analytics() -> int:
+        from knowpay.analytics.store import load_increment
+
+        result = load_increment(context())
+        return _report("analytics events loaded", result.events)
+
+    @huey.periodic_task(ANALYTICS_CHECK, name="check_analytics", expires=300)
+    def check_analytics() -> int:
+        from knowpay.analytics.anomalies import check_anomalies
+        from knowpay.analytics.channel_ranking import refresh_channel_model
+
+        ctx = context()
+        refresh_channel_model(ctx)
+        return _report("analytics anomalies found", len(check_anomalies(ctx)))
+
+    @huey.periodic_task(crontab(minute="41"), name="export_analytics_parquet", expires=3600)
+    def export_analytics_parquet() -> int:
+        from knowpay.analytics.parquet import export_parquet
+
+        return _report("analytics parquet partitions written", len(export_parquet(context())))
+
+    return {"load_analytics": load_analytics, "check_analytics": check_analytics,
+            "export_analytics_parquet": export_analytics_parquet}
+
+
+def register_risk_tasks(huey: Huey, context: Callable[[], Context]) -> dict[str, TaskWrapper]:
+    """Risk (issue 8): yesterday's report stored every six hours (the first run after midnight in the
+    platform time zone makes it, later ones add late review outcomes); old database counters pruned."""
+
+    @huey.periodic_task(crontab(hour="*/6", minute="23"), name="store_risk_report", expires=3600)
+    def store_risk_report() -> int:
+        from knowpay.risk.report import store_daily_report, yesterday
+
+        ctx = context()
+        return _report("risk decisions in yesterday's report", store_daily_report(ctx, yesterday(ctx))["decisions"])
+
+    @huey.periodic_task(crontab(hour="3", minute="53"), name="prune_risk_counters", expires=3600)
+    def prune_risk_counters() -> int:
+        from knowpay.risk.counters import DbCounters
+
+        ctx = context()
+        return _report("risk counter rows pruned", DbCounters(ctx.db).prune(ctx.clock.now()))
+
+    return {"store_risk_report": store_risk_report, "prune_risk_counters": prune_risk_counters}

@@ -21,6 +21,9 @@ def run_worker(settings: Settings, *, workers: int = 2) -> None:
     """Consume jobs with `workers` threads and enqueue the every-minute sweeps (call from the main thread)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from knowpay.security.redaction import install_log_redaction
+
+    install_log_redaction(settings)
     huey = make_huey(settings)
     built: list[Context] = []
 

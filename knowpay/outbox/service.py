@@ -13,6 +13,8 @@ EVENT_TYPES = frozenset({
     "payment.cancelled", "refund.created", "refund.succeeded", "refund.failed", "payout.requested",
     "payout.approved", "payout.rejected", "reconciliation.discrepancy",
     "entitlement.granted", "entitlement.revoked", "payout.paid", "invariant.violated",
+    "analytics.anomaly",
+    "risk.review_required", "risk.blocked",
 })
 
 

@@ -23,6 +23,7 @@ from knowpay.ledger.models import LedgerAccount
 from knowpay.ledger.service import AccountSpec, Leg, balance_of, post_transaction
 from knowpay.outbox.service import record_event
 from knowpay.payouts.models import Payout, PayoutAccount
+from knowpay.risk import service as risk
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,13 @@ def _event(session: Session, payout: Payout, type_: str, ctx: Context) -> None:
 
 
 def request_payout(session: Session, ctx: Context, *, creator: User, amount: int) -> Payout:
-    """Hold `amount` of the creator's available earnings for a payout; never more than available."""
+    """Hold `amount` of the creator's available earnings for a payout; never more than available.
+
+    Risk assesses it first (before this session writes): a block refuses it, a review records it and
+    puts it in the risk review queue."""
     check_amount(amount)
     currency = ctx.settings.currency
+    assessment = risk.check_payout(ctx, creator=creator, amount=amount, currency=currency)
     account = session.get(PayoutAccount, creator.id)
     if account is None:
         raise InvalidRequest("Add a payout bank account first.", code="payout_account_missing")
@@ -97,6 +102,7 @@ def request_payout(session: Session, ctx: Context, *, creator: User, amount: int
     hold = chart.payout_hold(creator.id, currency)
     _post(session, ctx, payout, "requested", [(available, amount), (hold, -amount)])
     _event(session, payout, "payout.requested", ctx)
+    risk.attach_payout(session, ctx, assessment, payout.id)
     return payout
 
 

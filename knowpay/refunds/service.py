@@ -18,6 +18,7 @@ from knowpay.payments.models import Payment
 from knowpay.refunds.models import Refund
 from knowpay.refunds.processing import push_refund
 from knowpay.representations import RefundOut, as_json
+from knowpay.risk import service as risk
 
 STAFF = ("support", "admin")
 
@@ -73,9 +74,16 @@ def open_refund(ctx: Context, session: Session, *, actor: User, payment_id: str,
 
 
 def request_refund(ctx: Context, *, actor: User, payment_id: str, amount: int | None, reason: str | None) -> Refund:
-    """Record the request, then ask the channel at once; the worker retries if it cannot be reached."""
+    """Record the request, then ask the channel at once; the worker retries if it cannot be reached.
+
+    A buyer's request is assessed by risk first: refused when blocked, held when it needs review."""
+    assessment = None
+    if not actor.has_any_role(*STAFF):
+        assessment = risk.check_refund(ctx, actor=actor, payment_id=payment_id, amount=amount, reason=reason)
     with ctx.db.transaction() as session:
-        refund_id = open_refund(ctx, session, actor=actor, payment_id=payment_id, amount=amount, reason=reason).id
+        refund = open_refund(ctx, session, actor=actor, payment_id=payment_id, amount=amount, reason=reason)
+        risk.attach_refund(session, ctx, assessment, refund)
+        refund_id = refund.id
     push_refund(ctx, refund_id)
     with ctx.db.transaction(write=False) as session:
         return session.get(Refund, refund_id)

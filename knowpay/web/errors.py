@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, make_response, request
+from flask_limiter import RateLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -58,11 +59,22 @@ def error_body(type_: str, code: str, message: str, param: str | None = None) ->
 
 def knowpay_error_response(error: KnowPayError):
     status = status_for(error)
-    response = jsonify(error_body(error.type, error.code, error.message, error.param))
+    if wants_json():
+        response = jsonify(error_body(error.type, error.code, error.message, error.param))
+    else:
+        response = make_response(error.message, status, {"Content-Type": "text/plain; charset=utf-8"})
     response.status_code = status
     if isinstance(error, RateLimited):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
+
+
+def rate_limit_response(error: RateLimitExceeded):
+    """Flask-Limiter's refusal, in the API's error shape (plain text on pages), with Retry-After."""
+    from knowpay.security.ratelimit import retry_after
+
+    wait = retry_after(current_app, error)
+    return knowpay_error_response(RateLimited(f"Too many requests; retry in {wait} seconds.", retry_after=wait))
 
 
 def _loc_to_param(loc: tuple) -> str:
@@ -78,7 +90,7 @@ def _loc_to_param(loc: tuple) -> str:
 def validation_error_response(error: ValidationError):
     """Pydantic's errors as one API.md error naming the first bad field."""
     first = error.errors(include_url=False)[0]
-    param = _loc_to_param(tuple(p for p in first["loc"] if p not in ("body",)))
+    param = _loc_to_param(tuple(first["loc"]))
     kind = first["type"]
     if kind == "missing":
         message, code = f"`{param}` is required.", "parameter_missing"
@@ -104,6 +116,7 @@ def wants_json() -> bool:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(KnowPayError, knowpay_error_response)
     app.register_error_handler(ValidationError, validation_error_response)
+    app.register_error_handler(RateLimitExceeded, rate_limit_response)
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):

@@ -155,7 +155,7 @@ def test_every_sweep_runs_every_minute(tmp_path):
     register_tasks(huey, lambda: pytest.fail("no job runs while tasks are only registered"))
     for moment in (datetime(2026, 1, 1, 0, 0), datetime(2026, 6, 30, 13, 37)):
         assert sorted(t.name for t in huey.read_periodic(moment)) == [
-            "expire_orders", "process_refunds", "query_pending_payments", "sweep_outbox"]
+            "expire_orders", "load_analytics", "process_refunds", "query_pending_payments", "sweep_outbox"]
 
 
 def test_a_worker_builds_its_context_once(settings, ctx, receiver):

@@ -477,7 +477,7 @@ def _blueprint(gateway, config: PlatformConfig) -> Blueprint:
             bills[token] = (now + BILL_TOKEN_SECONDS, content)
             while len(bills) > BILLS_KEPT:
                 bills.popitem(last=False)
-        return _answer({"hash_type": "SHA1", "hash_value": hashlib.sha1(content).hexdigest(),
+        return _answer({"hash_type": "SHA1", "hash_value": hashlib.sha1(content, usedforsecurity=False).hexdigest(),
                         "download_url": f"{public_url()}/v3/billdownload/file?token={token}"})
 
     @bp.get("/v3/billdownload/file")

@@ -1,0 +1,1 @@
+"""Payment analytics: a DuckDB store loaded from the operational database, metrics, exports, alerts."""

@@ -1,0 +1,1 @@
+"""Recommendations from payment data: buyers also bought, for you, popular per kind."""

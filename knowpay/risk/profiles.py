@@ -1,0 +1,125 @@
+"""A user's history as risk sees it: what they paid and had refunded before now, and coupon use by
+linked accounts. Read from the database online; kept in memory while history is replayed offline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import bindparam, distinct, func, select, true
+
+from knowpay.db import Database
+from knowpay.orders.models import Order
+from knowpay.payments.models import Payment
+from knowpay.payouts.models import Payout
+from knowpay.refunds.models import Refund
+from knowpay.risk.subject import Subject
+
+# Orders that hold a coupon: every order not given up (cancelled or expired orders released it).
+COUPON_HOLDING = ("pending", "paid", "partially_refunded", "refunded")
+
+
+@dataclass(frozen=True)
+class History:
+    """Succeeded payments (or, for a payout, earlier payouts) before now, and requested refunds."""
+
+    count: int = 0
+    total: int = 0
+    largest: int = 0
+    refunded_payments: int = 0
+    refunded_amount: int = 0
+
+
+class ProfileSource(Protocol):
+    def history(self, subject: Subject, now: datetime) -> History: ...
+
+    def coupon_uses(self, coupon_code: str, user_ids: Sequence[str], exclude_order_id: str | None,
+                    now: datetime) -> int: ...
+
+
+class DbProfiles:
+    """One statement per assessment. On PostgreSQL it runs in autocommit on a bare connection: no
+    BEGIN and ROLLBACK round trips around a single read."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _one(self, stmt, params: dict | None = None):  # type: ignore[no-untyped-def]
+        if self.db.is_sqlite:
+            with self.db.transaction(write=False) as session:
+                return session.execute(stmt, params).one()
+        with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.execute(stmt, params).one()
+
+    def history(self, subject: Subject, now: datetime) -> History:
+        if subject.kind == "payout":
+            row = self._one(select(func.count(), func.coalesce(func.sum(Payout.amount), 0),
+                                   func.coalesce(func.max(Payout.amount), 0))
+                            .where(Payout.creator_id == subject.user_id, Payout.status != "rejected",
+                                   Payout.created_at < now))
+            return History(int(row[0]), int(row[1]), int(row[2]))
+        row = self._one(PAYMENTS_HISTORY, {"user_id": subject.user_id, "now": now})
+        return History(*(int(v or 0) for v in row))
+
+    def coupon_uses(self, coupon_code: str, user_ids: Sequence[str], exclude_order_id: str | None,
+                    now: datetime) -> int:
+        if not user_ids:
+            return 0
+        stmt = select(func.count(distinct(Order.buyer_id))).where(
+            Order.coupon_code == coupon_code, Order.buyer_id.in_(list(user_ids)),
+            Order.status.in_(COUPON_HOLDING), Order.created_at < now)
+        if exclude_order_id:
+            stmt = stmt.where(Order.id != exclude_order_id)
+        return int(self._one(stmt)[0] or 0)
+
+
+def _payments_history(user_id, now):  # type: ignore[no-untyped-def]
+    paid = (select(func.count().label("n"), func.coalesce(func.sum(Payment.amount), 0).label("total"),
+                   func.coalesce(func.max(Payment.amount), 0).label("largest"))
+            .where(Payment.buyer_id == user_id, Payment.status == "succeeded", Payment.succeeded_at < now)
+            .subquery())
+    refunded = (select(func.count(distinct(Refund.payment_id)).label("n"),
+                       func.coalesce(func.sum(Refund.amount), 0).label("amount"))
+                .join(Payment, Payment.id == Refund.payment_id)
+                .where(Payment.buyer_id == user_id, Refund.kind == "requested", Refund.status != "failed",
+                       Refund.created_at < now)
+                .subquery())
+    return (select(paid.c.n, paid.c.total, paid.c.largest, refunded.c.n, refunded.c.amount)
+            .select_from(paid.join(refunded, true())))
+
+
+# Built once: building the statement costs more than running it.
+PAYMENTS_HISTORY = _payments_history(bindparam("user_id"), bindparam("now"))
+
+
+class MemoryProfiles:
+    """The same facts, built up event by event while history is replayed in time order."""
+
+    def __init__(self) -> None:
+        self._paid: dict[str, list[int]] = {}
+        self._refunded: dict[str, tuple[set[str], int]] = {}
+        self._coupons: dict[str, list[tuple[datetime, str, str]]] = {}
+
+    def paid(self, user_id: str, amount: int) -> None:
+        self._paid.setdefault(user_id, []).append(amount)
+
+    def refunded(self, user_id: str, payment_id: str, amount: int) -> None:
+        payments, total = self._refunded.get(user_id, (set(), 0))
+        payments.add(payment_id)
+        self._refunded[user_id] = (payments, total + amount)
+
+    def coupon_held(self, coupon_code: str, at: datetime, user_id: str, order_id: str) -> None:
+        self._coupons.setdefault(coupon_code, []).append((at, user_id, order_id))
+
+    def history(self, subject: Subject, now: datetime) -> History:
+        amounts = self._paid.get(subject.user_id, [])
+        payments, refunded = self._refunded.get(subject.user_id, (set(), 0))
+        return History(len(amounts), sum(amounts), max(amounts, default=0), len(payments), refunded)
+
+    def coupon_uses(self, coupon_code: str, user_ids: Sequence[str], exclude_order_id: str | None,
+                    now: datetime) -> int:
+        wanted = set(user_ids)
+        return len({user for at, user, order in self._coupons.get(coupon_code, ())
+                    if user in wanted and order != exclude_order_id and at < now})

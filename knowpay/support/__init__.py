@@ -1,0 +1,1 @@
+"""Customer service on payment data: tickets on orders, the payment assistant, the FAQ."""

@@ -1,0 +1,186 @@
+"""Checkout pages over the Flask test client: catalogue, product, order summary, choosing a channel,
+the payment page with its QR code, and the live status (event stream, polling fallback, panel)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from datetime import datetime
+
+import pytest
+
+from knowpay.orders.models import Coupon
+from knowpay.web.views import checkout
+from tests.e2e.browser.forms import ensure_pages, post_form, sign_in
+
+
+@pytest.fixture(autouse=True)
+def _pages(app):
+    ensure_pages(app)
+
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
+INLINE_HANDLER = re.compile(r"\son[a-z]+\s*=", re.IGNORECASE)
+STYLE_ATTRIBUTE = re.compile(r"\sstyle\s*=", re.IGNORECASE)
+
+
+def _events(chunks) -> list[dict]:
+    text = "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
+    found = []
+    for block in text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if lines.get("event") == "status":
+            found.append(json.loads(lines["data"]))
+    return found
+
+
+@pytest.fixture
+def buyer_client(app, buyer):
+    """A browser session signed in as `buyer`."""
+    client = app.test_client()
+    sign_in(client, buyer.email)
+    return client
+
+
+def _start_payment(client, product_id: str, channel: str = "sandbox", **extra) -> str:
+    answer = post_form(client, f"/checkout/products/{product_id}", {"channel": channel, **extra})
+    assert answer.status_code == 303, answer.get_data(as_text=True)[:800]
+    found = re.search(r"/checkout/payments/(pay_\w+)$", answer.headers["Location"])
+    assert found, answer.headers["Location"]
+    return found.group(1)
+
+
+def _notify(client, fake_channel, payment_id: str, status: str = "succeeded", amount: int = 9900) -> None:
+    body = fake_channel.notification_body(payment_id, amount, status=status)
+    assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
+
+
+def test_the_catalogue_lists_published_products_with_their_price_in_chinese(client, published_product):
+    page = client.get("/").get_data(as_text=True)
+    assert 'lang="zh-CN"' in page
+    assert "Course A" in page and "¥99.00" in page and "课程" in page
+    assert f'/products/{published_product["id"]}' in page
+
+
+def test_the_product_page_shows_price_and_refund_policy(client, published_product):
+    page = client.get(f"/products/{published_product['id']}").get_data(as_text=True)
+    assert "¥99.00" in page and "购买后 7 天内可申请退款" in page
+    assert f"/checkout/products/{published_product['id']}" in page
+
+
+def test_buying_asks_a_stranger_to_sign_in_and_comes_back(client, published_product):
+    answer = client.get(f"/checkout/products/{published_product['id']}")
+    assert answer.status_code == 302
+    assert "/account/login" in answer.headers["Location"]
+    assert "next=" in answer.headers["Location"]
+
+
+def test_the_order_summary_offers_only_the_enabled_channels(buyer_client, published_product):
+    page = buyer_client.get(f"/checkout/products/{published_product['id']}").get_data(as_text=True)
+    offered = re.findall(r'name="channel" id="channel-(\w+)"', page)
+    assert offered == ["wallet", "bank_transfer", "sandbox"]  # the test app enables sandbox and bank transfer
+    assert re.search(r'id="channel-wallet" value="wallet"\s+disabled', page)  # no coins yet
+    assert "知识币余额不足" in page
+    assert 'name="coupon"' not in page  # no coupons exist
+
+
+def test_paying_through_the_sandbox_shows_a_qr_code_drawn_by_us(buyer_client, published_product, fake_channel):
+    payment_id = _start_payment(buyer_client, published_product["id"])
+    page = buyer_client.get(f"/checkout/payments/{payment_id}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    assert '<svg class="qr"' in html and 'role="img"' in html
+    assert "扫码支付" in html and "¥99.00" in html
+    assert f'data-events-url="/checkout/payments/{payment_id}/events"' in html
+    assert buyer_client.get(f"/checkout/payments/{payment_id}/status").get_json() == {
+        "status": "requires_action", "version": 2, "final": False}
+
+
+def test_the_event_stream_reports_success_and_closes(app, buyer_client, published_product, fake_channel,
+                                                     monkeypatch):
+    monkeypatch.setattr(checkout, "STREAM_POLL_SECONDS", 0.05)
+    payment_id = _start_payment(buyer_client, published_product["id"])
+
+    def pay_soon() -> None:
+        time.sleep(0.3)
+        _notify(app.test_client(), fake_channel, payment_id)
+
+    payer = threading.Thread(target=pay_soon)
+    payer.start()
+    started = time.monotonic()
+    stream = buyer_client.get(f"/checkout/payments/{payment_id}/events", buffered=False)
+    assert stream.mimetype == "text/event-stream"
+    events = _events(stream.response)
+    payer.join()
+    assert [(e["status"], e["final"]) for e in events] == [("requires_action", False), ("succeeded", True)]
+    assert time.monotonic() - started < 10
+
+
+def test_after_success_the_panel_leads_to_the_library(buyer_client, client, published_product, fake_channel):
+    payment_id = _start_payment(buyer_client, published_product["id"])
+    _notify(client, fake_channel, payment_id)
+    panel = buyer_client.get(f"/checkout/payments/{payment_id}/panel").get_data(as_text=True)
+    assert 'data-status="succeeded" data-final="true"' in panel
+    assert "支付成功" in panel and 'href="/me/library"' in panel
+    library = buyer_client.get("/me/library").get_data(as_text=True)
+    assert "Course A" in library and "有效" in library
+
+
+def test_a_declined_payment_offers_to_try_again_on_the_same_order(buyer_client, client, published_product,
+                                                                   fake_channel):
+    payment_id = _start_payment(buyer_client, published_product["id"])
+    _notify(client, fake_channel, payment_id, status="failed")
+    panel = buyer_client.get(f"/checkout/payments/{payment_id}/panel").get_data(as_text=True)
+    assert "支付失败" in panel and "重试" in panel
+    retry = re.search(r'href="(/checkout/orders/ord_\w+)"', panel).group(1)
+    again = buyer_client.get(retry).get_data(as_text=True)
+    assert "支付订单" in again and 'id="channel-sandbox"' in again
+
+
+def test_someone_elses_payment_page_is_not_found(app, buyer_client, make_user, published_product):
+    payment_id = _start_payment(buyer_client, published_product["id"])
+    stranger = make_user("buyer")
+    other = app.test_client()
+    sign_in(other, stranger.email)
+    for path in ("", "/panel", "/status", "/events"):
+        assert other.get(f"/checkout/payments/{payment_id}{path}").status_code == 404
+
+
+def test_a_coupon_field_appears_when_coupons_exist_and_takes_the_discount_off(ctx, buyer_client, published_product):
+    with ctx.db.transaction() as session:
+        session.add(Coupon(code="SPRING10", percent_off_bps=1000, active=True, times_redeemed=0,
+                           created_at=datetime(2026, 1, 1)))
+    path = f"/checkout/products/{published_product['id']}"
+    assert 'name="coupon"' in buyer_client.get(path).get_data(as_text=True)
+    wrong = post_form(buyer_client, path, {"channel": "sandbox", "coupon": "NOPE"})
+    assert wrong.status_code == 400 and "优惠码不存在或已失效" in wrong.get_data(as_text=True)
+    payment_id = _start_payment(buyer_client, published_product["id"], coupon="SPRING10")
+    page = buyer_client.get(f"/checkout/payments/{payment_id}").get_data(as_text=True)
+    assert "¥89.10" in page
+
+
+def test_a_bank_transfer_shows_the_account_and_reference(buyer_client, published_product):
+    payment_id = _start_payment(buyer_client, published_product["id"], channel="bank_transfer")
+    page = buyer_client.get(f"/checkout/payments/{payment_id}").get_data(as_text=True)
+    assert "银行转账支付" in page and "6222 1111 2222 3333" in page
+    assert re.search(r'class="reference">KP-[A-Z2-9]{4}-[A-Z2-9]{4}<', page)
+
+
+def test_the_wallet_refusal_is_explained_on_the_order_page(buyer_client, published_product):
+    answer = post_form(buyer_client, f"/checkout/products/{published_product['id']}", {"channel": "wallet"})
+    assert answer.status_code == 303 and "/checkout/orders/" in answer.headers["Location"]
+    page = buyer_client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "钱包中的知识币不足以支付这个订单" in page
+
+
+def test_pages_carry_no_inline_script_style_or_handler(buyer_client, published_product):
+    payment_id = _start_payment(buyer_client, published_product["id"])
+    for path in ("/", f"/products/{published_product['id']}", f"/checkout/products/{published_product['id']}",
+                 f"/checkout/payments/{payment_id}", "/me", "/me/security", "/account/login"):
+        html = buyer_client.get(path).get_data(as_text=True)
+        assert not INLINE_SCRIPT.search(html), path
+        assert not INLINE_HANDLER.search(html), path
+        assert not STYLE_ATTRIBUTE.search(html), path
+        for url in re.findall(r'<(?:script|img|link)\b[^>]*\b(?:src|href)="([^"]+)"', html):
+            assert url.startswith("/static/"), (path, url)  # every asset is ours
