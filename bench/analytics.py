@@ -153,7 +153,7 @@ def generate_store(path: Path, payments: int, *, now: datetime) -> dict[str, int
         FROM r, range(2) t(k) WHERE fate_status = 'paid' ORDER BY paid_at""")
     refresh_derived(con, full=True)
     con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?), ('timezone', 'Asia/Shanghai'), "
-                "('watermark', ?)", [SCHEMA_VERSION, now.isoformat()])
+                "('watermark', ?), ('engine', ?)", [SCHEMA_VERSION, now.isoformat(), duckdb.__version__])
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
               for t in ("orders", "sales", "payments", "refunds", "entitlements", "views", "events", "r_sales",
                         "r_payments", "buyer_months")}

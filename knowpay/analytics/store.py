@@ -486,7 +486,7 @@ def _new_event_ids(con: duckdb.DuckDBPyConnection, events: list[tuple]) -> set[s
 def _read_slice(ctx: Context, store: Store, tz: ZoneInfo, watermark: datetime | None, *,
                 now: datetime) -> tuple[source.Facts, int, datetime] | None:
     """The facts of the next slice after `watermark` that the store does not hold yet, and where the
-    slice ends; None when the store must be rebuilt (never loaded, another schema or time zone).
+    slice ends; None when the store must be rebuilt (never loaded, another schema, time zone or DuckDB).
 
     The store is only read here, briefly: the slow part, reading the operational database, runs with
     no DuckDB handle open, so dashboards keep reading meanwhile.
@@ -495,8 +495,10 @@ def _read_slice(ctx: Context, store: Store, tz: ZoneInfo, watermark: datetime | 
         with store.reader() as con:
             if watermark is None:
                 mark = get_meta(con, "watermark")
+                # Integer keys are DuckDB hashes: a new DuckDB may hash differently, so it rebuilds too.
                 current = (get_meta(con, "schema_version") == SCHEMA_VERSION
-                           and get_meta(con, "timezone") == ctx.settings.timezone)
+                           and get_meta(con, "timezone") == ctx.settings.timezone
+                           and get_meta(con, "engine") == duckdb.__version__)
                 if mark is None or not current:
                     return None
                 watermark = datetime.fromisoformat(mark)
@@ -636,6 +638,7 @@ def _rebuild_locked(ctx: Context, store: Store, *, progress: Progress | None = N
         set_meta(con, "watermark", _fmt(started))
         set_meta(con, "schema_version", SCHEMA_VERSION)
         set_meta(con, "timezone", ctx.settings.timezone)
+        set_meta(con, "engine", duckdb.__version__)
         set_meta(con, "rebuilt_at", _fmt(ctx.clock.now()))
         con.execute("CHECKPOINT")
     store.replace_with(building)

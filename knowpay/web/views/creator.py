@@ -76,7 +76,7 @@ def _product_fields(currency: str) -> dict:
     if window is None or window > MAX_REFUND_WINDOW_DAYS:
         raise InvalidRequest("Days from 0 to 365.", code="invalid_refund_window", param="refund_window_days")
     fields = {"title": (form.get("title") or "").strip()[:200], "kind": kind,
-              "amount": major_to_minor(form.get("price"), currency, param="price"), "currency": currency,
+              "amount": major_to_minor(form.get("price"), currency), "currency": currency,
               "description": (form.get("description") or "").strip()[:5000], "refund_window_days": window}
     if kind == "membership":
         fields["plan"] = {"interval": form.get("interval", "month"),

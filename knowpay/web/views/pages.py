@@ -113,7 +113,7 @@ def safe_next(target: str | None, default: str = "/") -> str:
     return target
 
 
-def major_to_minor(text: str | None, currency: str, *, param: str = "amount") -> int:
+def major_to_minor(text: str | None, currency: str) -> int:
     """An amount typed as "99" or "99.00" → 9900 minor units (InvalidRequest when it is not one)."""
     return parse_major((text or "").strip().replace(",", "").replace("，", ""), currency)
 
