@@ -1,8 +1,9 @@
-"""`knowpay worker`: the Huey consumer with its schedule, until SIGINT (graceful) or SIGTERM."""
+"""`knowpay worker`: the Huey consumer with its schedule, until SIGINT or SIGTERM (both graceful)."""
 
 from __future__ import annotations
 
 import logging
+import signal
 
 from knowpay.config import Settings
 from knowpay.context import Context, build_context
@@ -36,6 +37,10 @@ def run_worker(settings: Settings, *, workers: int = 2) -> None:
     consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
                                     max_delay=MAX_POLL_DELAY_SECONDS,
                                     shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
+    # SIGTERM (systemd, docker stop) shuts down gracefully too: a job cut off mid-write would be
+    # redone by the next sweep anyway, but an embedded store (DuckDB) aborts the process if its
+    # writer thread is killed at interpreter exit.
+    consumer._signal_actions[signal.SIGTERM] = (False, True)
     log.info("KnowPay worker: %d threads on %s", workers,
              "Redis" if settings.redis_url else "the SQLite queue")
     try:
