@@ -44,7 +44,7 @@ class PaymentList(Strict):
 @api_call
 def create_payment(path: IdPath, body: PaymentIn):
     """Pay a pending order through a channel; the answer carries the buyer's next `action`."""
-    ask = payments.PaymentAsk(channel=body.channel, method=body.method, installments=body.installments,
+    ask = payments.PaymentAsk(channel=body.channel, method=body.method, installments=body.installments, otp=body.otp,
                               openid=body.openid, device_id=body.device_id,
                               client_ip=request.headers.get("X-Forwarded-For", request.remote_addr or "")
                               .split(",")[0].strip() or None)
