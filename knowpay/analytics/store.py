@@ -14,6 +14,7 @@ database and swaps it in.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import threading
@@ -253,6 +254,66 @@ def _is_lock_conflict(exc: Exception) -> bool:
     return "lock" in text or "different configuration" in text
 
 
+class _OpenConnections:
+    """Every DuckDB handle this process holds, so that exit can stop and close them first.
+
+    A worker is stopped while a job may be inside DuckDB (native code, in a daemon thread). If Python
+    finalised around it, that thread would be torn down mid-call and abort the process; so at exit
+    running queries are interrupted and their handles closed before finalisation, and no new one opens.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open: set[duckdb.DuckDBPyConnection] = set()
+        self._opening = 0
+        self.closing = False
+
+    def check(self) -> None:
+        """Stop a long job at its next step once the process is exiting."""
+        if self.closing:
+            raise StoreBusy("The analytics store is closing with this process.")
+
+    @contextmanager
+    def open(self, connect: Callable[[], duckdb.DuckDBPyConnection]) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._cond:
+            self.check()
+            self._opening += 1
+        try:
+            con = connect()
+        finally:
+            with self._cond:
+                self._opening -= 1
+                self._cond.notify_all()
+        with self._cond:
+            if self.closing:
+                con.close()
+                self.check()
+            self._open.add(con)
+        try:
+            yield con
+        finally:
+            con.close()
+            with self._cond:
+                self._open.discard(con)
+                self._cond.notify_all()
+
+    def close_all(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self.closing = True
+            for con in list(self._open):
+                try:
+                    con.interrupt()
+                except duckdb.Error:
+                    pass
+            deadline = time.monotonic() + timeout
+            while (self._open or self._opening) and deadline > time.monotonic():
+                self._cond.wait(deadline - time.monotonic())
+
+
+_connections = _OpenConnections()
+atexit.register(_connections.close_all)
+
+
 def _connect(path: Path, *, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait
     delay = 0.02
@@ -284,15 +345,13 @@ class Store:
         """A read-only connection (an empty in-memory store when nothing was loaded yet)."""
         with self.gate.read():
             if not self.path.exists():
-                con = duckdb.connect(":memory:")
-                for statement in ddl():
-                    con.execute(statement)
-            else:
-                con = _connect(self.path, read_only=True, wait=READ_WAIT_SECONDS)
-            try:
+                with _connections.open(lambda: duckdb.connect(":memory:")) as con:
+                    for statement in ddl():
+                        con.execute(statement)
+                    yield con
+                return
+            with _connections.open(lambda: _connect(self.path, read_only=True, wait=READ_WAIT_SECONDS)) as con:
                 yield con
-            finally:
-                con.close()
 
     @contextmanager
     def exclusive(self, *, blocking: bool = True) -> Iterator[bool]:
@@ -313,13 +372,11 @@ class Store:
     def writer(self, path: Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection to the store (or to a file being built); call inside `exclusive()`."""
         with self.gate.write() if path is None else nullcontext():
-            con = _connect(path or self.path, read_only=False, wait=WRITE_WAIT_SECONDS)
-            try:
+            target = path or self.path
+            with _connections.open(lambda: _connect(target, read_only=False, wait=WRITE_WAIT_SECONDS)) as con:
                 for statement in ddl():
                     con.execute(statement)
                 yield con
-            finally:
-                con.close()
 
     def replace_with(self, built: Path) -> None:
         """Swap a freshly built file in; readers that still hold the old one finish on it."""
@@ -365,6 +422,7 @@ def write_facts(con: duckdb.DuckDBPyConnection, facts: source.Facts, *, derive: 
         rows = getattr(facts, table)
         if not rows:
             continue
+        _connections.check()
         staged = f"staged_{table}"
         con.register(staged, pa.Table.from_pylist(rows, schema=arrow_schema(table)))
         try:
@@ -416,6 +474,7 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, *, days: dict[str, set[date]
             con.execute(f"INSERT INTO {name} " + summary.select.format(where="TRUE"))
             continue
         for day in sorted((days or {}).get(name, ())):
+            _connections.check()
             after = day + timedelta(days=1)
             con.execute(f"DELETE FROM {name} WHERE {column} >= ? AND {column} < ?", [day, after])
             con.execute(f"INSERT INTO {name} " + summary.select.format(
@@ -538,6 +597,7 @@ def load_increment(ctx: Context, store: Store | None = None, *, budget_seconds: 
         result = LoadResult()
         deadline = time.monotonic() + budget_seconds
         while True:
+            _connections.check()
             now = ctx.clock.now()
             found = _read_slice(ctx, store, tz, result.watermark, now=now)
             if found is None:
@@ -595,6 +655,7 @@ def _rebuild_locked(ctx: Context, store: Store, *, progress: Progress | None = N
         write_facts(con, source.Facts(products=source.product_facts(session, since=None)), derive=False)
         cursor: tuple[datetime, str] | None = None
         while True:
+            _connections.check()
             stmt = select(Order.id, Order.created_at).order_by(Order.created_at, Order.id).limit(REBUILD_ORDERS)
             if cursor is not None:
                 stmt = stmt.where((Order.created_at > cursor[0])
