@@ -94,6 +94,7 @@ def users_create(email: str, password: str, username: str | None, role: str) -> 
     """Create a user with one role."""
     from knowpay.accounts import service as accounts
     from knowpay.domain.errors import KnowPayError
+    from knowpay.security import audit
 
     app = _app()
     rt = app.extensions["knowpay"]
@@ -103,6 +104,8 @@ def users_create(email: str, password: str, username: str | None, role: str) -> 
                 user = accounts.register_user(session, email=email, password=password,
                                               username=username or email.split("@")[0], roles=(role,),
                                               clock=rt.clock)
+                audit.record(session, "cli", audit.USER_REGISTERED, user.id, {"via": "cli", "roles": [role]},
+                             rt.clock)
                 click.echo(f"created {user.id} {user.email} ({role})")
         except KnowPayError as exc:
             raise click.ClickException(exc.message) from None
@@ -119,12 +122,15 @@ def apikeys_create(name: str) -> None:
     """Create a key; it is printed once and stored only as a hash."""
     from knowpay.accounts import service as accounts
     from knowpay.domain.errors import KnowPayError
+    from knowpay.security import audit
 
     app = _app()
     rt = app.extensions["knowpay"]
     try:
         with rt.db.transaction() as session:
             issued = accounts.create_api_key(session, name=name, clock=rt.clock)
+            audit.record(session, "cli", audit.API_KEY_CREATED, issued.record.id, {"name": issued.record.name},
+                         rt.clock)
     except KnowPayError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(issued.key)

@@ -140,10 +140,11 @@ def client(app):
 
 
 class Caller:
-    """A user of the API in tests: their id, e-mail and ready-made Authorization headers."""
+    """A user of the API in tests: their id, e-mail and ready-made Authorization headers; with
+    `totp_secret` when two-factor sign-in is on (its token then holds a fresh step-up)."""
 
-    def __init__(self, id: str, email: str, token: str) -> None:
-        self.id, self.email, self.token = id, email, token
+    def __init__(self, id: str, email: str, token: str, totp_secret: str | None = None) -> None:
+        self.id, self.email, self.token, self.totp_secret = id, email, token, totp_secret
 
     @property
     def headers(self) -> dict[str, str]:
@@ -152,20 +153,31 @@ class Caller:
 
 @pytest.fixture
 def make_user(app):
-    """make_user("creator") → a Caller with a fresh account of that role and a bearer token."""
+    """make_user("creator") → a Caller with a fresh account of that role and a bearer token.
+
+    `second_factor=True`: two-factor sign-in on and the token signed in with it, as staff need for
+    actions that move money or change roles (the step-up lasts KNOWPAY_STEP_UP_SECONDS)."""
     from knowpay.accounts import service as accounts
+    from knowpay.accounts import totp
+    from knowpay.fieldcrypt import FieldCipher
 
     rt = app.extensions["knowpay"]
     counter = iter(range(1, 10_000))
 
-    def _make(role: str = "buyer", *, password: str = "correct-horse-9") -> Caller:
+    def _make(role: str = "buyer", *, password: str = "correct-horse-9", second_factor: bool = False) -> Caller:
         n = next(counter)
         email = f"{role}{n}@example.com"
+        secret = None
         with app.app_context(), rt.db.transaction() as session:
             user = accounts.register_user(session, email=email, password=password, username=f"{role}{n}",
                                           roles=(role,), clock=rt.clock)
-            issued = accounts.issue_token(session, user, clock=rt.clock)
-            return Caller(user.id, email, issued.token)
+            if second_factor:
+                cipher = FieldCipher(rt.settings.encryption_keys)
+                secret = totp.begin_totp_setup(user, cipher=cipher).secret
+                totp.confirm_totp_setup(session, user, totp.current_code(secret, rt.clock), cipher=cipher,
+                                        clock=rt.clock)
+            issued = accounts.issue_token(session, user, clock=rt.clock, second_factor=second_factor)
+            return Caller(user.id, email, issued.token, secret)
 
     return _make
 
@@ -182,7 +194,8 @@ def creator(make_user) -> Caller:
 
 @pytest.fixture
 def admin(make_user) -> Caller:
-    return make_user("admin")
+    """An admin signed in with a second factor (money and role actions need one)."""
+    return make_user("admin", second_factor=True)
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ class Tasks:
     settle_earnings: TaskWrapper
     reconcile_yesterday: TaskWrapper
     verify_invariants: TaskWrapper
+    prune_sign_in_throttles: TaskWrapper
 
 
 class _ContextOnce:
@@ -135,13 +136,22 @@ def register_tasks(huey: Huey, context_factory: Callable[[], Context]) -> Tasks:
 
         return check_invariants(context()).ok
 
+    @huey.periodic_task(crontab(hour="4", minute="11"), name="prune_sign_in_throttles", expires=3600)
+    def prune_sign_in_throttles() -> int:
+        from knowpay.security.lockout import prune_throttles
+
+        ctx = context()
+        with ctx.db.transaction() as session:
+            pruned = prune_throttles(session, policy=ctx.settings.lockout, clock=ctx.clock)
+        return _report("sign-in failure counts forgotten", pruned)
+
     register_recommendation_refresh(huey, context)
     register_analytics_tasks(huey, context)
     register_risk_tasks(huey, context)
     return Tasks(expire_orders=expire_orders, query_pending_payments=query_pending_payments,
                  process_refunds=process_refunds, sweep_outbox=sweep_outbox, kick_outbox=kick_outbox,
                  settle_earnings=settle_earnings, reconcile_yesterday=reconcile_yesterday,
-                 verify_invariants=verify_invariants)
+                 verify_invariants=verify_invariants, prune_sign_in_throttles=prune_sign_in_throttles)
 
 
 def reconcile_previous_day(ctx: Context) -> int:

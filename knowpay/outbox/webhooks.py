@@ -31,6 +31,7 @@ from knowpay.domain.errors import Conflict, InvalidRequest, NotFound
 from knowpay.outbox.dispatch import event_body
 from knowpay.outbox.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
 from knowpay.outbox.service import EVENT_TYPES
+from knowpay.security import audit
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,16 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
-def create_endpoint(session: Session, url: str, events: list[str], *, clock: Clock) -> WebhookEndpoint:
+def create_endpoint(session: Session, url: str, events: list[str], *, actor_id: str,
+                    clock: Clock) -> WebhookEndpoint:
     """Register a URL for some event types, with a fresh signing secret (shown to the caller once)."""
     _check_url(url)
     endpoint = WebhookEndpoint(url=url, events=_check_events(events), secret=new_secret(), enabled=True,
                                created_at=clock.now())
     session.add(endpoint)
     session.flush()
+    audit.record(session, actor_id, audit.WEBHOOK_ENDPOINT_CREATED, endpoint.id,
+                 {"url": url, "events": endpoint.events}, clock)
     return endpoint
 
 

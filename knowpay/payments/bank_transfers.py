@@ -15,6 +15,7 @@ from knowpay.domain.states import OrderStatus
 from knowpay.orders.models import Order
 from knowpay.payments.capture import OPEN, capture_payment
 from knowpay.payments.models import BankTransferReceipt, Payment
+from knowpay.security import audit
 
 
 def hold_order_for_transfer(session: Session, payment: Payment, *, days: int, ctx: Context) -> None:
@@ -49,4 +50,7 @@ def record_transfer(ctx: Context, *, admin: User, reference: str, amount: int, n
                                       created_at=ctx.clock.now())
         session.add(receipt)
         session.flush()
+        audit.record(session, admin.id, audit.BANK_TRANSFER_RECORDED, receipt.id,
+                     {"reference": reference, "amount": amount, "currency": receipt.currency,
+                      "payment_id": receipt.payment_id, "outcome": outcome}, ctx.clock)
         return receipt

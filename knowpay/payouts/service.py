@@ -24,6 +24,8 @@ from knowpay.ledger.service import AccountSpec, Leg, balance_of, post_transactio
 from knowpay.outbox.service import record_event
 from knowpay.payouts.models import Payout, PayoutAccount
 from knowpay.risk import service as risk
+from knowpay.risk.models import RiskDecision
+from knowpay.security import audit
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def set_payout_account(session: Session, ctx: Context, *, creator: User, holder_
     row.updated_at = ctx.clock.now()
     session.add(row)
     session.flush()
+    audit.record(session, creator.id, audit.PAYOUT_ACCOUNT_SET, creator.id, {"display": row.display}, ctx.clock)
     return row
 
 
@@ -103,6 +106,7 @@ def request_payout(session: Session, ctx: Context, *, creator: User, amount: int
     _post(session, ctx, payout, "requested", [(available, amount), (hold, -amount)])
     _event(session, payout, "payout.requested", ctx)
     risk.attach_payout(session, ctx, assessment, payout.id)
+    _audit(session, ctx, creator, audit.PAYOUT_REQUESTED, payout)
     return payout
 
 
@@ -131,12 +135,29 @@ def _move(session: Session, payout: Payout, target: PayoutStatus, ctx: Context, 
     return payout
 
 
+def _audit(session: Session, ctx: Context, actor: User, action: str, payout: Payout, **details: object) -> None:
+    audit.record(session, actor.id, action, payout.id,
+                 {"creator_id": payout.creator_id, "amount": payout.amount, "currency": payout.currency, **details},
+                 ctx.clock)
+
+
+def refuse_if_in_review(session: Session, payout: Payout) -> None:
+    """A payout held by risk waits for its review; approving it first would get round the review."""
+    waiting = session.scalar(select(RiskDecision.id).where(RiskDecision.payout_id == payout.id,
+                                                           RiskDecision.review_status == "pending").limit(1))
+    if waiting:
+        raise Conflict("This payout is waiting for a risk review; decide the review first.",
+                       code="payout_in_review")
+
+
 def approve_payout(session: Session, ctx: Context, *, payout_id: str, admin: User) -> Payout:
     payout = get_payout_for(session, payout_id, admin)
+    refuse_if_in_review(session, payout)
     _move(session, payout, PayoutStatus.APPROVED, ctx, approved_at=ctx.clock.now(), decided_by=admin.id)
     _post(session, ctx, payout, "approved", [(chart.payout_hold(payout.creator_id, payout.currency), payout.amount),
                                              (chart.payouts_approved(payout.currency), -payout.amount)])
     _event(session, payout, "payout.approved", ctx)
+    _audit(session, ctx, admin, audit.PAYOUT_APPROVED, payout)
     return payout
 
 
@@ -153,6 +174,7 @@ def reject_payout(session: Session, ctx: Context, *, payout_id: str, admin: User
                                              (chart.creator_available(payout.creator_id, payout.currency),
                                               -payout.amount)])
     _event(session, payout, "payout.rejected", ctx)
+    _audit(session, ctx, admin, audit.PAYOUT_REJECTED, payout, reason=payout.reason)
     return payout
 
 
@@ -162,4 +184,5 @@ def mark_payout_paid(session: Session, ctx: Context, *, payout_id: str, admin: U
     _post(session, ctx, payout, "paid", [(chart.payouts_approved(payout.currency), payout.amount),
                                          (chart.bank(payout.currency), -payout.amount)])
     _event(session, payout, "payout.paid", ctx)
+    _audit(session, ctx, admin, audit.PAYOUT_PAID, payout, reference=payout.reference)
     return payout

@@ -19,6 +19,7 @@ from knowpay.refunds.models import Refund
 from knowpay.refunds.processing import push_refund
 from knowpay.representations import RefundOut, as_json
 from knowpay.risk import service as risk
+from knowpay.security import audit
 
 STAFF = ("support", "admin")
 
@@ -70,6 +71,9 @@ def open_refund(ctx: Context, session: Session, *, actor: User, payment_id: str,
     session.flush()
     record_event(session, type="refund.created", object_type="refund", object_id=refund.id, sequence=1,
                  payload=as_json(RefundOut, refund), clock=ctx.clock)
+    audit.record(session, actor.id, audit.REFUND_OPENED, refund.id,
+                 {"payment_id": payment.id, "amount": amount, "currency": payment.currency, "staff": is_staff,
+                  "reason": refund.reason}, ctx.clock)
     return refund
 
 

@@ -45,6 +45,16 @@ ROLES_CHANGED = "user.roles_changed"
 USER_DELETED = "user.deleted"
 DATA_EXPORTED = "user.data_exported"
 KEYS_ROTATED = "settings.encryption_keys_rotated"
+API_KEY_CREATED = "settings.api_key_created"
+WEBHOOK_ENDPOINT_CREATED = "settings.webhook_endpoint_created"
+REFUND_OPENED = "refund.requested"
+REFUND_MARKED_SENT = "refund.marked_sent"
+PAYOUT_REQUESTED = "payout.requested"
+PAYOUT_APPROVED = "payout.approved"
+PAYOUT_REJECTED = "payout.rejected"
+PAYOUT_PAID = "payout.marked_paid"
+PAYOUT_ACCOUNT_SET = "payout.account_set"
+BANK_TRANSFER_RECORDED = "bank_transfer.recorded"
 
 
 def canonical_json(value: Any) -> str:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from flask import Flask, g, request
+from flask_login import current_user
 from flask_limiter import Limiter, RateLimitExceeded
 
 from knowpay.config import Settings
@@ -24,11 +25,14 @@ def client_address() -> str:
 
 
 def caller() -> str:
-    """The signed-in user or API key, else the address (the API resolves the caller before views run)."""
+    """The signed-in user or API key, else the address (the API resolves the caller before views run;
+    a page's user comes from the session). A user's API and page requests share one count."""
     if g.get("user") is not None:
         return g.user.id
     if g.get("api_key") is not None:
         return g.api_key.id
+    if current_user.is_authenticated:
+        return current_user.id
     return "ip:" + client_address()
 
 
@@ -44,6 +48,9 @@ LIMITED_ENDPOINTS: dict[str, tuple[str, Callable[[], str]]] = {
     "security.send_confirmation": ("password_reset", client_address),
     "orders.create_order": ("orders", caller),
     "payments.create_payment": ("payments", caller),
+    # The checkout pages create orders and payments too.
+    "checkout.start": ("orders", caller),
+    "checkout.order": ("payments", caller),
     "security_api.setup_totp": ("second_factor", caller),
     "security_api.confirm_totp": ("second_factor", caller),
     "security_api.disable_totp": ("second_factor", caller),
@@ -70,7 +77,10 @@ def build_limiter(app: Flask, settings: Settings) -> Limiter:
     for endpoint, (name, key) in LIMITED_ENDPOINTS.items():
         view = app.view_functions.get(endpoint)
         if view is not None:
-            limit = limiter.limit(settings.rate_limits[name], key_func=key, scope=name, methods=["POST", "DELETE"])
+            # Shared: every endpoint under one name draws on one count per caller (the checkout pages
+            # and the API spend the same order budget).
+            limit = limiter.shared_limit(settings.rate_limits[name], scope=name, key_func=key,
+                                         methods=["POST", "DELETE"])
             app.view_functions[endpoint] = limit(view)
     app.extensions["knowpay_limiter"] = limiter
     return limiter

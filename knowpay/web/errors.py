@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, jsonify, make_response, request
+from flask import Flask, current_app, jsonify, make_response, render_template, request
 from flask_limiter import RateLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -70,11 +70,15 @@ def knowpay_error_response(error: KnowPayError):
 
 
 def rate_limit_response(error: RateLimitExceeded):
-    """Flask-Limiter's refusal, in the API's error shape (plain text on pages), with Retry-After."""
+    """Flask-Limiter's refusal, in the API's error shape (a page in the site's layout on pages), with
+    Retry-After."""
     from knowpay.security.ratelimit import retry_after
 
     wait = retry_after(current_app, error)
-    return knowpay_error_response(RateLimited(f"Too many requests; retry in {wait} seconds.", retry_after=wait))
+    if wants_json():
+        return knowpay_error_response(RateLimited(f"Too many requests; retry in {wait} seconds.", retry_after=wait))
+    page = render_template("site/error.html", status=429, retry_after=wait)
+    return make_response(page, 429, {"Retry-After": str(wait)})
 
 
 def _loc_to_param(loc: tuple) -> str:

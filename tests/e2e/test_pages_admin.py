@@ -49,6 +49,12 @@ def _next_code(secret: str, ctx) -> str:
 
 
 @pytest.fixture
+def admin(make_user):
+    """An admin without two-factor sign-in yet: these tests turn it on the way the set-up page does."""
+    return make_user("admin")
+
+
+@pytest.fixture
 def admin_client(app, admin):
     client = app.test_client()
     sign_in(client, admin.email)
@@ -85,14 +91,20 @@ def test_support_searches_orders_but_does_not_see_payouts(app, make_user, buyer,
     assert support.get("/admin/payouts").status_code == 403
 
 
-def test_recording_a_bank_transfer_completes_the_payment(admin_client, client, buyer, published_product):
+def test_recording_a_bank_transfer_needs_a_second_factor_and_completes_the_payment(
+        ctx, admin_client, admin, client, buyer, published_product):
     order = client.post("/api/v1/orders", headers=buyer.headers,
                         json={"items": [{"product_id": published_product["id"]}]}).get_json()
     payment = client.post(f"/api/v1/orders/{order['id']}/payments", headers=buyer.headers,
                           json={"channel": "bank_transfer"}).get_json()
     reference = payment["action"]["reference"]
     assert reference in admin_client.get("/admin/bank-transfers").get_data(as_text=True)
-    post_form(admin_client, "/admin/bank-transfers", {"reference": reference, "amount": "99.00", "note": "ICBC"})
+    form = {"reference": reference, "amount": "99.00", "note": "ICBC"}
+    post_form(admin_client, "/admin/bank-transfers", form)
+    assert "请先开启两步验证登录" in admin_client.get("/admin/bank-transfers").get_data(as_text=True)
+    secret = _turn_on_two_factor(ctx, admin.id)
+    assert 'name="otp"' in admin_client.get("/admin/bank-transfers").get_data(as_text=True)
+    post_form(admin_client, "/admin/bank-transfers", {**form, "otp": _next_code(secret, ctx)})
     page = admin_client.get("/admin/bank-transfers").get_data(as_text=True)
     assert "支付已完成" in page and "captured" in page
     assert client.get(f"/api/v1/orders/{order['id']}", headers=buyer.headers).get_json()["status"] == "paid"

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from knowpay.ledger.service import balance_of, verify_ledger
 from knowpay.payments.maintenance import expire_due_orders
 from knowpay.refunds.models import Refund
+from knowpay.security.models import AuditEntry
 
 
 def _transfer_payment(client, buyer, product_id) -> dict:
@@ -77,3 +78,22 @@ def test_an_unconfirmed_transfer_expires_after_its_days(client, ctx, buyer, publ
         from knowpay.payments.models import Payment
 
         assert session.get(Payment, payment["id"]).status == "expired"
+
+
+def test_recording_transfers_and_sending_refunds_by_hand_need_a_second_factor_and_are_audited(
+        client, ctx, buyer, admin, make_user, published_product):
+    payment = _transfer_payment(client, buyer, published_product["id"])
+    body = {"reference": payment["action"]["reference"], "amount": 9900}
+    plain = make_user("admin")
+    refused = client.post("/api/v1/bank-transfers", headers=plain.headers, json=body)
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "two_factor_not_enabled"
+    receipt = client.post("/api/v1/bank-transfers", headers=admin.headers, json=body).get_json()
+    refund = client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": payment["id"]}).get_json()
+    assert client.post(f"/api/v1/refunds/{refund['id']}/mark-sent", headers=plain.headers).status_code == 403
+    assert client.post(f"/api/v1/refunds/{refund['id']}/mark-sent", headers=admin.headers).status_code == 200
+    with ctx.db.transaction(write=False) as session:
+        entries = session.execute(select(AuditEntry.actor_id, AuditEntry.action, AuditEntry.target).where(
+            AuditEntry.action.in_(("bank_transfer.recorded", "refund.requested", "refund.marked_sent")))
+            .order_by(AuditEntry.seq)).all()
+    assert entries == [(admin.id, "bank_transfer.recorded", receipt["id"]), (buyer.id, "refund.requested", refund["id"]),
+                       (admin.id, "refund.marked_sent", refund["id"])]

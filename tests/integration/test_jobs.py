@@ -7,15 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
 from huey import RedisHuey, SqliteHuey
+from sqlalchemy import select
 
 from knowpay.config import load_settings
 from knowpay.context import build_context
+from knowpay.domain.clock import FixedClock
 from knowpay.jobs import tasks as jobs
 from knowpay.jobs.queue import make_huey
 from knowpay.jobs.tasks import enqueue_outbox_kick, register_tasks
@@ -156,6 +158,24 @@ def test_every_sweep_runs_every_minute(tmp_path):
     for moment in (datetime(2026, 1, 1, 0, 0), datetime(2026, 6, 30, 13, 37)):
         assert sorted(t.name for t in huey.read_periodic(moment)) == [
             "expire_orders", "load_analytics", "process_refunds", "query_pending_payments", "sweep_outbox"]
+
+
+def test_old_sign_in_failure_counts_are_pruned_daily(settings, ctx):
+    from knowpay.security.lockout import record_failure, sign_in_keys
+    from knowpay.security.models import SignInThrottle
+
+    huey = make_huey(settings)
+    registered = register_tasks(huey, lambda: ctx)
+    assert "prune_sign_in_throttles" in {t.name for t in huey.read_periodic(datetime(2026, 1, 1, 4, 11))}
+    policy = ctx.settings.lockout
+    with ctx.db.transaction() as session:
+        record_failure(session, sign_in_keys(policy, email="ann@example.com", address="203.0.113.9"), policy=policy,
+                       clock=ctx.clock)
+    assert huey.execute(registered.prune_sign_in_throttles.s()) == 0  # still within its window
+    ctx.clock = FixedClock(ctx.clock.now() + timedelta(seconds=policy.window_seconds + policy.max_seconds + 1))
+    assert huey.execute(registered.prune_sign_in_throttles.s()) == 2
+    with ctx.db.transaction(write=False) as session:
+        assert session.scalars(select(SignInThrottle)).all() == []
 
 
 def test_a_worker_builds_its_context_once(settings, ctx, receiver):

@@ -18,9 +18,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 from knowpay.channels import Registry
+from knowpay.accounts import totp
 from knowpay.config import load_settings
 from knowpay.db import Database
 from knowpay.domain.money import apply_rate_bps
+from knowpay.fieldcrypt import FieldCipher
 from knowpay.invariants import check_invariants
 from knowpay.ledger.service import balance_of
 from knowpay.payments.maintenance import expire_due_orders
@@ -63,14 +65,19 @@ class MoneyMachine(RuleBasedStateMachine):
         self.ctx = app.extensions["knowpay"]
         self.ctx.db.after_outbox_commit = None
         self.client = app.test_client()
-        headers = {}
+        headers: dict[str, dict[str, str]] = {}
         with app.app_context(), self.db.transaction() as session:
             for role in ("creator", "buyer", "admin"):
                 user = accounts.register_user(session, email=f"{role}@example.com", password="Zq8#money-machine",
                                               username=role, roles=(role,), clock=self.clock)
-                headers[role] = {"Authorization": f"Bearer {accounts.issue_token(session, user, clock=self.clock).token}"}
+                if role == "admin":  # staff refunds and payout decisions need two-factor sign-in
+                    cipher = FieldCipher(self.ctx.settings.encryption_keys)
+                    secret = totp.begin_totp_setup(user, cipher=cipher).secret
+                    totp.confirm_totp_setup(session, user, totp.current_code(secret, self.clock), cipher=cipher,
+                                            clock=self.clock)
                 setattr(self, f"{role}_id", user.id)
         self.h = headers
+        self._refresh_tokens()
         self.products = [self._product("course", price) for price in PRICES]
         self.coins = self._product("coin_pack", 3000, coins=3000, bonus_coins=300, who="admin")
         self.client.put("/api/v1/creator/payout-account", headers=self.h["creator"],
@@ -201,7 +208,8 @@ class MoneyMachine(RuleBasedStateMachine):
         with self.db.transaction() as session:
             for role in ("creator", "buyer", "admin"):
                 user = session.scalar(select(User).where(User.username == role))
-                self.h[role] = {"Authorization": f"Bearer {accounts.issue_token(session, user, clock=self.clock).token}"}
+                issued = accounts.issue_token(session, user, clock=self.clock, second_factor=role == "admin")
+                self.h[role] = {"Authorization": f"Bearer {issued.token}"}
 
     @invariant()
     def books_are_sound(self):

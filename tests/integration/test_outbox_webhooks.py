@@ -99,7 +99,7 @@ def api(app, client):
 
 def add_endpoint(ctx, url: str, events: list[str], *, enabled: bool = True):
     with ctx.db.transaction() as session:
-        endpoint = create_endpoint(session, url, events, clock=ctx.clock)
+        endpoint = create_endpoint(session, url, events, actor_id="usr_test", clock=ctx.clock)
         endpoint.enabled = enabled
         return endpoint
 
@@ -331,7 +331,7 @@ def test_retry_delays_grow_with_jitter_up_to_six_hours():
                                  "http://exa mple.com/", "https://example.com/" + "x" * 500])
 def test_an_endpoint_needs_an_http_or_https_url(ctx, url):
     with ctx.db.transaction() as session, pytest.raises(InvalidRequest) as refused:
-        create_endpoint(session, url, ["order.paid"], clock=ctx.clock)
+        create_endpoint(session, url, ["order.paid"], actor_id="usr_test", clock=ctx.clock)
     assert refused.value.param == "url"
 
 
@@ -341,7 +341,7 @@ def test_an_endpoint_needs_an_http_or_https_url(ctx, url):
 ])
 def test_an_endpoint_needs_known_event_types(ctx, events, param):
     with ctx.db.transaction() as session, pytest.raises(InvalidRequest) as refused:
-        create_endpoint(session, "https://example.com/hooks", events, clock=ctx.clock)
+        create_endpoint(session, "https://example.com/hooks", events, actor_id="usr_test", clock=ctx.clock)
     assert refused.value.param == param
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from knowpay.accounts import totp
 from knowpay.ledger.service import verify_ledger
 from knowpay.payouts.models import PayoutAccount
 from knowpay.payouts.settlement import settle_due_earnings
+from knowpay.risk.models import RiskDecision
+from knowpay.security.audit import verify_chain
+from knowpay.security.models import AuditEntry
 
 
 class _Later:
@@ -28,8 +32,12 @@ def _sell(client, buyer, product_id, fake_channel) -> dict:
     return payment
 
 
-def _fresh_headers(client, who) -> dict:
-    token = client.post("/api/v1/auth/token", json={"email": who.email, "password": "correct-horse-9"}).get_json()
+def _fresh_headers(client, who, clock) -> dict:
+    """Sign in again (the first token has expired by now), with the second factor when `who` has one."""
+    login = {"email": who.email, "password": "correct-horse-9"}
+    if who.totp_secret:
+        login["otp"] = totp.current_code(who.totp_secret, clock)
+    token = client.post("/api/v1/auth/token", json=login).get_json()
     return {"Authorization": f"Bearer {token['access_token']}"}
 
 
@@ -46,7 +54,7 @@ def test_earnings_settle_after_the_period_and_a_payout_goes_through(client, ctx,
     ctx.clock = _Later(ctx.clock, timedelta(days=7, seconds=1))
     assert settle_due_earnings(ctx) == 1
     assert settle_due_earnings(ctx) == 0
-    creator_h, admin_h = _fresh_headers(client, creator), _fresh_headers(client, admin)
+    creator_h, admin_h = _fresh_headers(client, creator, ctx.clock), _fresh_headers(client, admin, ctx.clock)
     assert _earnings(client, creator_h)["available"] == 8910
 
     missing = client.post("/api/v1/payouts", headers=creator_h, json={"amount": 5000})
@@ -82,7 +90,7 @@ def test_a_rejected_payout_returns_to_available(client, ctx, buyer, creator, adm
     _sell(client, buyer, published_product["id"], fake_channel)
     ctx.clock = _Later(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
-    creator_h, admin_h = _fresh_headers(client, creator), _fresh_headers(client, admin)
+    creator_h, admin_h = _fresh_headers(client, creator, ctx.clock), _fresh_headers(client, admin, ctx.clock)
     client.put("/api/v1/creator/payout-account", headers=creator_h,
                json={"holder_name": "A", "bank_name": "B", "account_number": "12345678"})
     payout = client.post("/api/v1/payouts", headers=creator_h, json={"amount": 8910}).get_json()
@@ -99,7 +107,7 @@ def test_a_refund_after_settlement_may_take_available_below_zero_and_says_so(cli
     payment = _sell(client, buyer, published_product["id"], fake_channel)
     ctx.clock = _Later(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
-    creator_h, support_h = _fresh_headers(client, creator), _fresh_headers(client, admin)
+    creator_h, support_h = _fresh_headers(client, creator, ctx.clock), _fresh_headers(client, admin, ctx.clock)
     client.put("/api/v1/creator/payout-account", headers=creator_h,
                json={"holder_name": "A", "bank_name": "B", "account_number": "12345678"})
     client.post("/api/v1/payouts", headers=creator_h, json={"amount": 8910})
@@ -118,5 +126,71 @@ def test_a_refund_inside_the_period_reduces_pending_and_settlement_moves_only_th
     assert _earnings(client, creator.headers)["pending"] == 8910 - 891
     ctx.clock = _Later(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
-    earned = _earnings(client, _fresh_headers(client, creator))
+    earned = _earnings(client, _fresh_headers(client, creator, ctx.clock))
     assert (earned["pending"], earned["available"]) == (0, 8019)
+
+
+def _requested_payout(client, ctx, buyer, creator, product_id, fake_channel) -> dict:
+    _sell(client, buyer, product_id, fake_channel)
+    ctx.clock = _Later(ctx.clock, timedelta(days=8))
+    settle_due_earnings(ctx)
+    creator_h = _fresh_headers(client, creator, ctx.clock)
+    client.put("/api/v1/creator/payout-account", headers=creator_h,
+               json={"holder_name": "A", "bank_name": "B", "account_number": "12345678"})
+    return client.post("/api/v1/payouts", headers=creator_h, json={"amount": 8910}).get_json()
+
+
+def test_payout_decisions_need_a_recent_second_factor(client, ctx, buyer, creator, make_user, published_product,
+                                                      fake_channel):
+    payout = _requested_payout(client, ctx, buyer, creator, published_product["id"], fake_channel)
+    approve = f"/api/v1/payouts/{payout['id']}/approve"
+    without = make_user("admin")
+    refused = client.post(approve, headers=_fresh_headers(client, without, ctx.clock))
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "two_factor_not_enabled"
+
+    admin = make_user("admin", second_factor=True)
+    ctx.clock = _Later(ctx.clock, timedelta(seconds=ctx.settings.step_up_seconds + 60))
+    stale = _fresh_headers(client, admin, ctx.clock)  # signed in with the code, then time passes
+    ctx.clock = _Later(ctx.clock, timedelta(seconds=ctx.settings.step_up_seconds + 60))
+    for path, body in ((approve, None), (f"/api/v1/payouts/{payout['id']}/reject", {"reason": "x"}),
+                       (f"/api/v1/payouts/{payout['id']}/mark-paid", {})):
+        answer = client.post(path, headers=stale, json=body)
+        assert answer.status_code == 403 and answer.get_json()["error"]["code"] == "second_factor_required", path
+    wrong = client.post(approve, headers={**stale, "KnowPay-OTP": "000000"})
+    assert wrong.status_code == 401 and wrong.get_json()["error"]["code"] == "invalid_otp"
+    code = totp.current_code(admin.totp_secret, ctx.clock)
+    approved = client.post(approve, headers={**stale, "KnowPay-OTP": code})
+    assert approved.status_code == 200 and approved.get_json()["status"] == "approved"
+    # The code counted as a step-up for this token: the next decision needs no code.
+    paid = client.post(f"/api/v1/payouts/{payout['id']}/mark-paid", headers=stale, json={"reference": "TX-9"})
+    assert paid.status_code == 200 and paid.get_json()["status"] == "paid"
+
+
+def test_payout_steps_are_in_the_audit_log(client, ctx, buyer, creator, admin, published_product, fake_channel):
+    payout = _requested_payout(client, ctx, buyer, creator, published_product["id"], fake_channel)
+    admin_h = _fresh_headers(client, admin, ctx.clock)
+    client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=admin_h)
+    client.post(f"/api/v1/payouts/{payout['id']}/mark-paid", headers=admin_h, json={"reference": "TX-2"})
+    with ctx.db.transaction(write=False) as session:
+        entries = session.execute(select(AuditEntry.actor_id, AuditEntry.action).where(
+            AuditEntry.action.like("payout.%")).order_by(AuditEntry.seq)).all()
+        assert verify_chain(session).ok
+    assert entries == [(creator.id, "payout.account_set"), (creator.id, "payout.requested"),
+                       (admin.id, "payout.approved"), (admin.id, "payout.marked_paid")]
+
+
+def test_a_payout_in_risk_review_cannot_be_approved_until_the_review_is_decided(client, ctx, buyer, creator, admin,
+                                                                                published_product, fake_channel):
+    payout = _requested_payout(client, ctx, buyer, creator, published_product["id"], fake_channel)
+    with ctx.db.transaction() as session:
+        session.add(RiskDecision(subject="payout", user_id=creator.id, payout_id=payout["id"], amount=8910,
+                                 currency="cny", outcome="review", shadow_outcome="review", inputs={}, features={},
+                                 fired=[], shadow_scores=[], faults=[], review_status="pending",
+                                 created_at=ctx.clock.now()))
+    admin_h = _fresh_headers(client, admin, ctx.clock)
+    held = client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=admin_h)
+    assert held.status_code == 409 and held.get_json()["error"]["code"] == "payout_in_review"
+    with ctx.db.transaction() as session:
+        session.execute(update(RiskDecision).where(RiskDecision.payout_id == payout["id"])
+                        .values(review_status="approved"))
+    assert client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=admin_h).get_json()["status"] == "approved"

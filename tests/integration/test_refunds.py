@@ -68,7 +68,7 @@ def test_buyer_cannot_refund_after_the_window_but_support_can_with_a_reason(clie
     headers = {"Authorization": f"Bearer {token.get_json()['access_token']}"}
     late = client.post("/api/v1/refunds", headers=headers, json={"payment_id": payment["id"]})
     assert late.status_code == 409 and late.get_json()["error"]["code"] == "refund_window_closed"
-    support = make_user("support")
+    support = make_user("support", second_factor=True)
     no_reason = client.post("/api/v1/refunds", headers=support.headers, json={"payment_id": payment["id"]})
     assert no_reason.status_code == 400 and no_reason.get_json()["error"]["param"] == "reason"
     done = client.post("/api/v1/refunds", headers=support.headers,
@@ -154,3 +154,12 @@ def test_a_pending_refund_notification_changes_nothing(client, ctx, buyer, publi
                                           status="pending")
     assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
     assert client.get(f"/api/v1/refunds/{refund['id']}", headers=buyer.headers).get_json()["status"] == "succeeded"
+
+
+def test_a_staff_refund_needs_a_second_factor(client, buyer, make_user, published_product, fake_channel):
+    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    body = {"payment_id": payment["id"], "reason": "duplicate purchase"}
+    refused = client.post("/api/v1/refunds", headers=make_user("support").headers, json=body)
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "two_factor_not_enabled"
+    assert client.post("/api/v1/refunds", headers=make_user("support", second_factor=True).headers,
+                       json=body).status_code == 201

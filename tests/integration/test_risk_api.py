@@ -56,7 +56,7 @@ def test_a_bad_rule_setting_is_refused_with_a_400_naming_the_param(client, admin
 
 def test_an_unknown_rule_is_404_and_rules_are_for_admins_only(client, admin, buyer, make_user):
     assert client.patch("/api/v1/risk/rules/horoscope", headers=admin.headers, json={}).status_code == 404
-    support = make_user("support")
+    support = make_user("support", second_factor=True)
     for caller in (buyer, support):
         assert client.get("/api/v1/risk/rules", headers=caller.headers).status_code == 403
         assert client.patch("/api/v1/risk/rules/amount", headers=caller.headers,

@@ -119,7 +119,7 @@ def test_a_payout_in_review_is_held_and_a_rejected_review_gives_the_money_back(c
         decision = session.scalars(select(RiskDecision).where(RiskDecision.subject == "payout")).one()
         assert (decision.outcome, decision.payout_id, decision.review_status) == ("review", payout_id, "pending")
         assert payouts.earnings(session, creator.id, "cny").in_payout == 5000
-    admin_caller = make_user("admin")
+    admin_caller = make_user("admin", second_factor=True)
     admin = _user(ctx, admin_caller)
 
     reject_review(ctx, decision_id=decision.id, admin=admin, note="bank account reported")

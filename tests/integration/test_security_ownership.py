@@ -60,7 +60,7 @@ def _paid_payment(client, buyer, product_id, fake_channel) -> dict:
 @pytest.fixture
 def world(app, client, ctx, make_user, creator, published_product, fake_channel) -> dict:
     """One of everything, owned by a first buyer, a first creator and an admin."""
-    buyer, admin = make_user("buyer"), make_user("admin")
+    buyer, admin = make_user("buyer"), make_user("admin", second_factor=True)
     payment = _paid_payment(client, buyer, published_product["id"], fake_channel)
     refund = client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": payment["id"], "amount": 100})
     assert refund.status_code == 201, refund.get_json()

@@ -14,6 +14,7 @@ from knowpay.config import DEFAULT_RATE_LIMITS
 from knowpay.security.ratelimit import LIMITED_ENDPOINTS
 from knowpay.web import create_app
 from tests.conftest import FAST_PASSWORDS
+from tests.e2e.browser.forms import post_form, sign_in
 
 PASSWORD = "correct-horse-9"
 LOW = {**DEFAULT_RATE_LIMITS, "token": "3/minute", "register": "2/minute", "password_reset": "1/minute",
@@ -91,7 +92,18 @@ def test_password_reset_requests_are_limited_and_pages_are_not(client, buyer):
     assert client.post("/account/reset", data={"email": buyer.email, "csrf_token": token}).status_code in (200, 302)
     limited = client.post("/account/reset", data={"email": buyer.email, "csrf_token": token})
     assert_limited(limited)
-    assert limited.mimetype == "text/plain"
+    assert limited.mimetype == "text/html" and "尝试次数过多" in limited.get_data(as_text=True)
+
+
+def test_checkout_pages_share_the_callers_order_limit_with_the_api(client, buyer, published_product):
+    assert client.post("/api/v1/orders", headers=buyer.headers,
+                       json={"items": [{"product_id": published_product["id"]}]}).status_code == 201
+    sign_in(client, buyer.email)
+    start = f"/checkout/products/{published_product['id']}"
+    assert post_form(client, start, {"channel": "sandbox"}).status_code == 303
+    limited = post_form(client, start, {"channel": "sandbox"})
+    assert_limited(limited)
+    assert limited.mimetype == "text/html" and "请等待" in limited.get_data(as_text=True)
 
 
 def test_with_redis_every_worker_shares_the_counts(settings, db):

@@ -179,7 +179,7 @@ def test_a_free_question_is_answered_from_the_faq(client, buyer, seeded_faq):
 
 
 def test_an_answer_the_admins_add_to_the_faq_is_found_at_once(client, make_user, buyer, seeded_faq):
-    admin = make_user("admin")
+    admin = make_user("admin", second_factor=True)
     added = client.post("/api/v1/support/faq", headers=admin.headers, json={
         "locale": "en", "question": "Do courses come with a certificate?",
         "answer": "Yes: finish every lesson and the certificate appears in your library.",

@@ -41,7 +41,7 @@ def count(ctx, model) -> int:
 
 @pytest.fixture
 def support_agent(make_user):
-    return make_user("support")
+    return make_user("support", second_factor=True)
 
 
 @pytest.fixture

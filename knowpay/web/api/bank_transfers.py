@@ -10,7 +10,7 @@ from knowpay.payments.bank_transfers import record_transfer
 from knowpay.payments.models import BankTransferReceipt
 from knowpay.representations import Out, UtcDateTime
 from knowpay.web.api.schemas import BEARER, ListQuery, Page, Strict, errors, tag
-from knowpay.web.auth import current_user
+from knowpay.web.auth import current_user, require_recent_second_factor
 from knowpay.web.pagination import paginate
 from knowpay.web.runtime import request_session, runtime
 from knowpay.web.uow import api_call
@@ -42,6 +42,7 @@ def record(body: TransferIn):
     """Record a received transfer: `captured` when it pays its payment exactly, else flagged
     (`partial`, `excess`, `unknown_reference`, `not_payable`) for a person to resolve."""
     admin = current_user("admin")
+    require_recent_second_factor(admin)
     receipt = record_transfer(runtime(), admin=admin, reference=body.reference, amount=body.amount, note=body.note)
     return ReceiptOut.model_validate(receipt), 201
 

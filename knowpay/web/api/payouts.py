@@ -12,7 +12,7 @@ from knowpay.payouts import service as payouts
 from knowpay.payouts.models import Payout
 from knowpay.payouts.schemas import EarningsOut, PayoutAccountOut, PayoutOut
 from knowpay.web.api.schemas import BEARER, IdPath, ListQuery, Page, Strict, errors, tag
-from knowpay.web.auth import current_user
+from knowpay.web.auth import current_user, require_recent_second_factor
 from knowpay.web.pagination import paginate
 from knowpay.web.runtime import request_session, runtime
 from knowpay.web.uow import api_call
@@ -96,6 +96,7 @@ def get_payout(path: IdPath):
 def approve_payout(path: IdPath):
     """Admin: approve a requested payout for transfer."""
     admin = current_user("admin")
+    require_recent_second_factor(admin)
     return PayoutOut.model_validate(payouts.approve_payout(request_session(), runtime(), payout_id=path.id,
                                                            admin=admin)), 200
 
@@ -105,6 +106,7 @@ def approve_payout(path: IdPath):
 def reject_payout(path: IdPath, body: RejectIn):
     """Admin: reject a payout; the amount goes back to the creator's available earnings."""
     admin = current_user("admin")
+    require_recent_second_factor(admin)
     return PayoutOut.model_validate(payouts.reject_payout(request_session(), runtime(), payout_id=path.id,
                                                           admin=admin, reason=body.reason)), 200
 
@@ -114,5 +116,6 @@ def reject_payout(path: IdPath, body: RejectIn):
 def mark_payout_paid(path: IdPath, body: PaidIn):
     """Admin: the bank transfer for an approved payout went out."""
     admin = current_user("admin")
+    require_recent_second_factor(admin)
     return PayoutOut.model_validate(payouts.mark_payout_paid(request_session(), runtime(), payout_id=path.id,
                                                              admin=admin, reference=body.reference)), 200

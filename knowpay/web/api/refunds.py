@@ -7,9 +7,11 @@ from pydantic import Field
 
 from knowpay.refunds import service as refunds
 from knowpay.refunds.models import Refund
+from knowpay.refunds.service import STAFF
 from knowpay.representations import RefundOut, as_json
+from knowpay.security import audit
 from knowpay.web.api.schemas import BEARER, IdPath, ListQuery, Page, Strict, errors, tag
-from knowpay.web.auth import current_user
+from knowpay.web.auth import current_user, require_recent_second_factor
 from knowpay.web.pagination import paginate
 from knowpay.web.runtime import request_session, runtime
 from knowpay.web.uow import api_call
@@ -27,11 +29,15 @@ class RefundQuery(ListQuery):
     payment_id: str | None = Field(None, max_length=64)
 
 
-@bp.post("/refunds", responses={201: RefundOut, **errors(400, 401, 404, 409, 503)}, security=BEARER)
+@bp.post("/refunds", responses={201: RefundOut, **errors(400, 401, 403, 404, 409, 503)}, security=BEARER)
 @api_call
 def create_refund(body: RefundIn):
-    """Refund all or part of a succeeded payment through its channel."""
-    refund = refunds.request_refund(runtime(), actor=current_user(), payment_id=body.payment_id,
+    """Refund all or part of a succeeded payment through its channel. A refund by staff (support or
+    admin) needs a recent second factor (`KnowPay-OTP` header or a step-up)."""
+    actor = current_user()
+    if actor.has_any_role(*STAFF):
+        require_recent_second_factor(actor)
+    refund = refunds.request_refund(runtime(), actor=actor, payment_id=body.payment_id,
                                     amount=body.amount, reason=body.reason)
     return RefundOut.model_validate(refund), 201
 
@@ -55,14 +61,19 @@ def list_refunds(query: RefundQuery):
 @bp.post("/refunds/<id>/mark-sent", responses={200: RefundOut, **errors(401, 403, 404, 409)}, security=BEARER)
 @api_call
 def mark_refund_sent(path: IdPath):
-    """Admin: a refund the channel cannot send itself (bank transfer) was sent by hand."""
+    """Admin: a refund the channel cannot send itself (bank transfer) was sent by hand. Needs a recent
+    second factor."""
     from knowpay.domain.errors import Conflict
     from knowpay.refunds.processing import complete_refund
 
     admin = current_user("admin")
+    require_recent_second_factor(admin)
     session = request_session()
     refund = refunds.get_refund_for(session, path.id, admin)
     if not complete_refund(session, refund.id, channel_refund_no=f"manual:{admin.id}", ctx=runtime()):
         raise Conflict(f"The refund is {refund.status}, not pending.", code="refund_not_pending")
     session.refresh(refund)
+    audit.record(session, admin.id, audit.REFUND_MARKED_SENT, refund.id,
+                 {"payment_id": refund.payment_id, "amount": refund.amount, "currency": refund.currency},
+                 runtime().clock)
     return RefundOut.model_validate(refund), 200

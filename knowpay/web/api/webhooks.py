@@ -77,8 +77,9 @@ def _kick_after_commit() -> None:
 @api_call
 def create_webhook_endpoint(body: EndpointIn):
     """Register an endpoint; the response carries its signing secret, which is never shown again."""
-    current_user("admin")
-    endpoint = webhooks.create_endpoint(request_session(), body.url, body.events, clock=runtime().clock)
+    admin = current_user("admin")
+    endpoint = webhooks.create_endpoint(request_session(), body.url, body.events, actor_id=admin.id,
+                                        clock=runtime().clock)
     return CreatedEndpointOut.model_validate(endpoint), 201
 
 

@@ -222,6 +222,7 @@ def bank_transfers():
     rt = runtime()
     if request.method == "POST":
         try:
+            confirm_second_factor(page_user(), request.form.get("otp"), via="page:bank_transfer")
             receipt = record_transfer(rt, admin=page_user(), reference=request.form.get("reference") or "",
                                       amount=major_to_minor(request.form.get("amount"), rt.settings.currency),
                                       note=request.form.get("note"))
@@ -347,7 +348,8 @@ def webhook_list():
         try:
             with rt.db.transaction() as tx:
                 endpoint = webhooks.create_endpoint(tx, (request.form.get("url") or "").strip(),
-                                                    request.form.getlist("events"), clock=rt.clock)
+                                                    request.form.getlist("events"), actor_id=page_user().id,
+                                                    clock=rt.clock)
                 created = {"id": endpoint.id, "url": endpoint.url, "secret": endpoint.secret}
         except InvalidRequest as error:
             flash_error(error)
