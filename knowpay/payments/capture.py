@@ -24,11 +24,14 @@ from knowpay.outbox.service import record_event
 from knowpay.payments.models import Payment
 from knowpay.refunds.models import Refund
 from knowpay.representations import OrderOut, PaymentOut, RefundOut, as_json
+from knowpay.risk.service import note_payment_failure
 
 OPEN = (PaymentStatus.REQUIRES_ACTION, PaymentStatus.PROCESSING)
 # A channel that reports money received is believed even after we gave up on the attempt:
 # the money is real, so it is captured and, the order being closed, refunded.
 LATE = (PaymentStatus.EXPIRED, PaymentStatus.CANCELLED, PaymentStatus.FAILED)
+# Failures that say nothing about the buyer: the channel could not be reached.
+NOT_THE_BUYERS = frozenset({"channel_unavailable"})
 
 
 class Outcome(enum.StrEnum):
@@ -136,4 +139,7 @@ def fail_payment(session: Session, payment_id: str, *, code: str, message: str, 
     payment = session.get(Payment, payment_id)
     session.refresh(payment)
     payment_event(session, payment, "payment.failed", ctx)
+    if code not in NOT_THE_BUYERS:
+        # Declines feed the velocity rules (card testing); replay counts the same failures offline.
+        note_payment_failure(session, payment, ctx)
     return Outcome.FAILED

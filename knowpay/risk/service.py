@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from knowpay.access.service import revoke_for_order
+from knowpay.accounts import totp
 from knowpay.accounts.models import User
 from knowpay.context import Context
-from knowpay.domain.clock import Clock
 from knowpay.domain.errors import Conflict, InvalidRequest, NotFound, RiskBlocked
 from knowpay.domain.states import OrderStatus, PaymentStatus
 from knowpay.orders.models import Order
@@ -27,6 +27,7 @@ from knowpay.risk.outcomes import Outcome
 from knowpay.risk.rules import registry, rule_named
 from knowpay.risk.schemas import DecisionOut
 from knowpay.risk.subject import Subject
+from knowpay.security.signin import record_failed_second_factor
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +46,6 @@ class RiskReviewPending(RiskBlocked):
 
 def _can_challenge(user: User) -> bool:
     return bool(getattr(user, "totp_enabled", False))
-
-
-def verify_second_factor(session: Session, user: User, otp: str, clock: Clock) -> bool:
-    """The accounts module's step-up check: a TOTP code or an unused recovery code (spent here)."""
-    from knowpay.accounts import service as accounts
-
-    verify = getattr(accounts, "verify_second_factor", None)
-    if verify is None:
-        from knowpay.accounts.totp import verify_second_factor as verify
-    return bool(verify(session, user, otp, clock))
 
 
 # -- subjects ------------------------------------------------------------------------------------------
@@ -118,13 +109,14 @@ def refuse_blocked(ctx: Context, assessment: Assessment, **links: str | None) ->
 
 
 def pass_challenge(ctx: Context, buyer: User, assessment: Assessment, otp: str | None) -> None:
-    """With a challenge and an `otp`: a valid code lets the request go on; a wrong one is refused (and
-    counted as a failure, so guessing runs into the velocity rule)."""
+    """With a challenge and an `otp`: a valid code lets the request go on; a wrong one is refused and
+    counted as a failure twice over: for velocity (guessing runs into the velocity rule) and for the
+    sign-in lockout (guessing codes here is guessing the account's second factor)."""
     if assessment.outcome != Outcome.CHALLENGE or not otp:
         return
     with ctx.db.transaction() as session:
         user = session.get(User, buyer.id)
-        ok = user is not None and verify_second_factor(session, user, otp, ctx.clock)
+        ok = user is not None and totp.verify_second_factor(session, user, otp, ctx.clock)
     if ok:
         assessment.challenge_passed = True
         return
@@ -132,6 +124,8 @@ def pass_challenge(ctx: Context, buyer: User, assessment: Assessment, otp: str |
     with ctx.db.transaction() as session:
         decision = store_decision(session, ctx, assessment)
     engine_for(ctx).record_failure(assessment.subject, now=assessment.at, failure_id=decision.id)
+    record_failed_second_factor(ctx, user_id=buyer.id, email=buyer.email or "", address=assessment.subject.ip,
+                                via="payment_challenge")
     raise InvalidRequest("The one-time code is not valid.", code="invalid_otp", param="otp")
 
 
@@ -187,7 +181,8 @@ def hold_payment(session: Session, ctx: Context, assessment: Assessment, payment
 
 
 def note_payment_failure(session: Session, payment: Payment, ctx: Context) -> None:
-    """Count a payment the channel declined as a failed attempt (call where payments fail)."""
+    """Count a failed payment (a channel's decline, a rejected review) as a failed attempt of its buyer,
+    IP and device; `fail_payment` calls it in the failing transaction."""
     subject = Subject(kind="payment", user_id=payment.buyer_id, email="", account_created_at=payment.created_at,
                       amount=payment.amount, currency=payment.currency, ip=payment.client_ip,
                       device_id=payment.device_id)
@@ -327,7 +322,8 @@ def approve_review(ctx: Context, *, decision_id: str, admin: User, note: str | N
 
 def reject_review(ctx: Context, *, decision_id: str, admin: User, note: str | None) -> RiskDecision:
     """Refuse the held request: a payment fails with `risk_rejected` (the buyer sees it on the payment
-    and its status stream), a payout is rejected and its money returned to the creator."""
+    and its status stream, and it counts as a failed attempt), a payout is rejected and its money
+    returned to the creator."""
     from knowpay.payments.capture import fail_payment
 
     now = ctx.clock.now()
@@ -346,9 +342,6 @@ def reject_review(ctx: Context, *, decision_id: str, admin: User, note: str | No
             except Conflict:
                 log.info("risk review %s rejected, but payout %s can no longer be rejected", decision.id,
                          decision.payout_id)
-    subject = _stored_subject(decision)
-    if subject is not None and decision.subject in ("payment", "topup"):
-        engine_for(ctx).record_failure(subject, now=now, failure_id=decision.id)
     return decision
 
 

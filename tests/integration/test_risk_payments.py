@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -16,6 +17,8 @@ from knowpay.outbox.models import OutboxEvent
 from knowpay.payments.models import Payment
 from knowpay.payments.service import PaymentAsk, create_payment
 from knowpay.risk.models import RiskDecision, RiskLabel
+from knowpay.security.lockout import account_key
+from knowpay.security.models import SignInThrottle
 from knowpay.web.api import payments as payments_api
 
 
@@ -197,6 +200,9 @@ def test_a_challenge_goes_on_to_the_channel_with_the_buyers_second_factor(app, c
                            ask=PaymentAsk(channel="sandbox", otp="000000"))
         assert (wrong.value.code, wrong.value.param) == ("invalid_otp", "otp")
         assert fake_channel.calls == []
+        with ctx.db.transaction(write=False) as session:  # a guessed code counts towards the lockout too
+            assert session.scalar(select(SignInThrottle.failures).where(
+                SignInThrottle.key == account_key(buyer.email))) == 1
 
         paid = create_payment(ctx, buyer=_user(ctx, buyer), order_id=order["id"],
                               ask=PaymentAsk(channel=ask.channel, otp=recovery_codes[0]))
@@ -276,3 +282,33 @@ def test_marking_a_payment_fraudulent_revokes_its_access_and_labels_it(client, c
     with ctx.db.transaction(write=False) as session:
         assert [(lbl.label, lbl.source) for lbl in session.scalars(select(RiskLabel))] == [("fraud", "admin")]
         assert "entitlement.revoked" in session.scalars(select(OutboxEvent.type)).all()
+
+
+def test_the_status_stream_tells_the_buyer_when_an_approved_review_gives_the_payment_its_action(
+        client, ctx, admin, buyer, published_product, fake_channel, monkeypatch):
+    monkeypatch.setattr(payments_api, "STREAM_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(payments_api, "STREAM_KEEPALIVE_SECONDS", 0.1)  # so a read never waits long
+    _set_rule(client, admin, "amount", params={"max_amount": 5000})
+    payment = _pay(client, buyer, _order(client, buyer, published_product["id"])["id"]).get_json()
+    [review] = client.get("/api/v1/risk/reviews", headers=admin.headers).get_json()["data"]
+    stream = client.get(f"/api/v1/payments/{payment['id']}/stream", headers=buyer.headers, buffered=False)
+    chunks = iter(stream.response)
+    seen = ""
+    while "event: status" not in seen:
+        seen += next(chunks).decode()
+
+    assert client.post(f"/api/v1/risk/reviews/{review['id']}/approve", headers=admin.headers,
+                       json={}).status_code == 200
+    deadline = time.monotonic() + 5
+    while seen.count("event: status") < 2 and time.monotonic() < deadline:
+        seen += next(chunks).decode()
+    body = fake_channel.notification_body(payment["id"], payment["amount"])
+    assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
+
+    rest = "".join(c.decode() for c in chunks)
+    events = [(block.split("id: ", 1)[1].split("\n", 1)[0], json.loads(block.split("data: ", 1)[1]))
+              for block in (seen + rest).split("\n\n") if "event: status" in block]
+    assert [(e["status"], (e["action"] or {}).get("type")) for _, e in events] == [
+        ("processing", None), ("processing", "qr_code"), ("succeeded", "qr_code")]
+    versions = [int(version) for version, _ in events]
+    assert versions == sorted(set(versions))

@@ -13,6 +13,7 @@ from knowpay.accounts.models import User
 from knowpay.payments.service import PaymentAsk, create_payment
 from knowpay.risk.engine import build_engine, install_engine
 from knowpay.risk.models import RiskCounterEvent, RiskDecision
+from tests.integration.test_risk_failures import decline, failure_rows, failures_seen_by_last_decision, pay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 N = 12
@@ -116,3 +117,17 @@ def test_when_redis_cannot_be_reached_checkout_goes_on_with_database_counters(cl
         assert decision.inputs["counters"] == "database"
         assert decision.faults == ["counters: redis unavailable (ConnectionError); used database"]
         assert session.scalar(select(func.count()).select_from(RiskCounterEvent)) > 0
+
+
+def test_with_redis_counters_a_declined_payment_is_counted_in_redis(client, ctx, buyer, published_product,
+                                                                   fake_channel, redis_namespace):
+    install_engine(ctx, build_engine(ctx.settings.with_overrides(redis_url=REDIS_URL), ctx.db,
+                                     redis_namespace=redis_namespace))
+    first = pay(client, buyer, published_product["id"]).get_json()
+    decline(client, fake_channel, first)
+
+    store = redis.Redis.from_url(REDIS_URL)
+    assert store.zrange(f"{redis_namespace}:fail:pay:user:{buyer.id}", 0, -1) == [first["id"].encode()]
+    assert failure_rows(ctx) == []
+    assert pay(client, buyer, published_product["id"]).status_code == 201
+    assert failures_seen_by_last_decision(ctx) == {"user": 1, "ip": 1, "device": 1}

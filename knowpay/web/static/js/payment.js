@@ -1,7 +1,8 @@
 /* The payment page follows its payment live: Server-Sent Events from
  * /checkout/payments/<id>/events, or polling /status every few seconds when the stream is not
- * available (an old browser, a proxy that buffers). When the status moves, the server's own HTML
- * for the new state replaces the panel, so the buyer never has to reload. Also counts down the
+ * available (an old browser, a proxy that buffers). When the payment changes (every change raises
+ * its version: a new status, or an approved risk review giving a payment still "processing" its QR
+ * code), the server's own HTML for the new state replaces the panel, so the buyer never has to reload. Also counts down the
  * time left to pay. No inline script: the Content-Security-Policy forbids it. */
 (function () {
   "use strict";
@@ -17,8 +18,8 @@
   var source = null;
   var pollTimer = null;
   var streamErrors = 0;
-  var latest = null; // the newest status heard of
-  var shown = null; // the status the panel shows
+  var heardVersion = 0; // the newest version of the payment heard of (every change raises it)
+  var shownVersion = 0; // the version the panel shows
   var loading = false;
 
   function state() {
@@ -27,7 +28,7 @@
 
   function readShown() {
     var el = state();
-    shown = el ? el.getAttribute("data-status") : null;
+    shownVersion = el ? Number(el.getAttribute("data-version")) || 0 : 0;
     return el && el.getAttribute("data-final") === "true";
   }
 
@@ -51,7 +52,7 @@
   }
 
   function refreshPanel() {
-    if (loading || latest === shown) {
+    if (loading || heardVersion <= shownVersion) {
       return;
     }
     loading = true;
@@ -80,14 +81,14 @@
       })
       .then(function () {
         loading = false;
-        if (latest !== shown && !(state() && state().getAttribute("data-final") === "true")) {
+        if (heardVersion > shownVersion && !(state() && state().getAttribute("data-final") === "true")) {
           refreshPanel();
         }
       });
   }
 
-  function heard(status, final) {
-    latest = status;
+  function heard(version, final) {
+    heardVersion = Math.max(heardVersion, Number(version) || 0);
     if (final && source) {
       source.close(); // the server closes after a final status; do not let the browser reconnect
       source = null;
@@ -106,7 +107,7 @@
       })
       .then(function (body) {
         if (body && body.status) {
-          heard(body.status, body.final);
+          heard(body.version, body.final);
         }
       })
       .catch(function () {});
@@ -129,7 +130,7 @@
       streamErrors = 0;
       try {
         var body = JSON.parse(event.data);
-        heard(body.status, body.final);
+        heard(body.version, body.final);
       } catch (e) {
         /* a malformed event: the next one or the poll corrects it */
       }
@@ -188,7 +189,7 @@
   }
 
   var finalAlready = readShown();
-  latest = shown;
+  heardVersion = shownVersion;
   startCountdowns();
   if (!finalAlready) {
     startStream();
