@@ -70,6 +70,25 @@ def revoke_for_order(session: Session, order_id: str, *, clock: Clock) -> list[E
     return revoked
 
 
+def restore_for_order(session: Session, order_id: str, *, clock: Clock) -> list[Entitlement]:
+    """Give back every entitlement of an order that was revoked while the order stayed paid (support
+    undoing a mistaken fraud mark); dates are kept, so a membership runs its paid period. A replay
+    restores nothing twice. The caller checks the order is paid."""
+    restored = []
+    for entitlement in list(session.scalars(select(Entitlement).where(
+            Entitlement.order_id == order_id, Entitlement.status == "revoked"))):
+        done = session.execute(update(Entitlement).where(
+            Entitlement.id == entitlement.id, Entitlement.status == "revoked")
+            .values(status="active", revoked_at=None, version=Entitlement.version + 1))
+        if done.rowcount == 1:
+            session.refresh(entitlement)
+            record_event(session, type="entitlement.granted", object_type="entitlement",
+                         object_id=entitlement.id, sequence=entitlement.version,
+                         payload=as_json(EntitlementOut, entitlement), clock=clock)
+            restored.append(entitlement)
+    return restored
+
+
 def effective_status(entitlement: Entitlement, now: datetime) -> str:
     if entitlement.status == "active" and entitlement.ends_at is not None and entitlement.ends_at <= now:
         return "expired"

@@ -156,11 +156,17 @@ def detect_intent(text: str) -> str:
     return "faq"
 
 
-def answer(ctx: Context, *, buyer: User, message: str, locale: str | None = None) -> Answer:
-    """Answer one message from `buyer`; never reads another buyer's orders or payments."""
+def answer(ctx: Context, *, buyer: User, message: str, locale: str | None = None,
+           about: tuple[str, ...] = ()) -> Answer:
+    """Answer one message from `buyer`; never reads another buyer's orders or payments.
+
+    `about` names orders or payments the question concerns besides those in its text (a help page
+    opened from an order); they are checked like ids typed in the message.
+    """
     check_text(message, param="message", limit=MAX_MESSAGE)
     text = unicodedata.normalize("NFKC", message).lower()
     ids = [m.group(0) for m in _ID.finditer(unicodedata.normalize("NFKC", message))]
+    ids += [i for i in about if _ID.fullmatch(i) and i not in ids]
     ask = Ask(message=message, text=text, lang=resolve_locale(locale, message),
               order_ids=tuple(i for i in ids if i.startswith("ord_")),
               payment_ids=tuple(i for i in ids if i.startswith("pay_")))

@@ -14,7 +14,7 @@ from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from knowpay.access.models import Entitlement
-from knowpay.access.service import grant_for_order
+from knowpay.access.service import grant_for_order, restore_for_order
 from knowpay.accounts.models import User
 from knowpay.context import Context
 from knowpay.domain.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
@@ -293,7 +293,8 @@ def refund_from_ticket(ctx: Context, *, ticket_id: str, staff: User, payment_id:
 
 
 def regrant_from_ticket(ctx: Context, *, ticket_id: str, staff: User) -> list[Entitlement]:
-    """Grant what a paid order gives through the access service (a replay grants nothing twice).
+    """Grant what a paid order gives through the access service: missing entitlements are granted and
+    revoked ones (a mistaken fraud mark) restored; a replay grants nothing twice.
 
     Returns the order's active entitlements afterwards.
     """
@@ -305,17 +306,16 @@ def regrant_from_ticket(ctx: Context, *, ticket_id: str, staff: User) -> list[En
         if order.status not in (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED):
             raise Conflict(f"The order is {order.status}; only a paid order gives access.", code="order_not_paid")
         granted = grant_for_order(session, order, clock=ctx.clock)
-        entitlements = list(session.scalars(select(Entitlement).where(Entitlement.order_id == order.id)))
-        active = [e for e in entitlements if e.status == "active"]
-        if not active and entitlements:
-            raise Conflict("The order's access was revoked; it cannot be granted again from a ticket.",
-                           code="access_revoked")
-        data = {"order_id": order.id, "granted": [e.id for e in granted], "active": [e.id for e in active]}
+        restored = restore_for_order(session, order.id, clock=ctx.clock)
+        active = list(session.scalars(select(Entitlement).where(Entitlement.order_id == order.id,
+                                                                Entitlement.status == "active")))
+        data = {"order_id": order.id, "granted": [e.id for e in granted], "restored": [e.id for e in restored],
+                "active": [e.id for e in active]}
         _append(session, ticket, kind="access_granted", author_id=staff.id, author_role="support", data=data,
                 now=now)
         audit.record_staff_action(session, ctx, actor_id=staff.id, action=audit.ACCESS_GRANTED, target=order.id,
                             ticket_id=ticket.id, details=data)
-        if granted:
+        if granted or restored:
             mails.append(_buyer_mail(session, ticket, "您购买的内容已开通，请在“我的内容”中查看。",
                                      "Your purchase is now available in your library."))
     _mail_all(ctx, mails)

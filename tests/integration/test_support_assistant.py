@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from knowpay.accounts.models import User
 from knowpay.refunds.models import Refund
-from knowpay.support import faq
+from knowpay.support import assistant, faq
 from knowpay.support.models import Ticket
 from tests.integration.test_support_tickets import buy
 
@@ -223,6 +224,23 @@ def test_a_question_never_returns_another_buyers_order(client, ctx, fake_channel
         assert "could not find" in answer["reply"] or "没有找到" in answer["reply"]
         assert not any(a["type"] in ("request_refund", "view_order", "pay_order") for a in answer["actions"])
     assert fake_channel.count("query") == 0
+
+
+def test_a_question_asked_from_an_order_page_is_about_that_order_and_only_the_askers(
+        client, ctx, fake_channel, make_user, creator):
+    alices_course, bobs_course = product(client, creator, "Alice's Course"), product(client, creator, "Bob's Course")
+    alice, bob = make_user("buyer"), make_user("buyer")
+    alices = buy(client, fake_channel, alice, alices_course["id"])
+    buy(client, fake_channel, bob, bobs_course["id"])
+    with ctx.db.transaction(write=False) as session:
+        asker = session.get(User, bob.id)
+    answer = assistant.answer(ctx, buyer=asker, message="I want a refund", about=(alices["order_id"],))
+    assert "Alice's Course" not in answer.reply and f"could not find {alices['order_id']}" in answer.reply
+    assert not any(a["type"] == "request_refund" for a in answer.actions)
+    with ctx.db.transaction(write=False) as session:
+        asker = session.get(User, alice.id)
+    own = assistant.answer(ctx, buyer=asker, message="I want a refund", about=(alices["order_id"], "not-an-id"))
+    assert [a["body"]["payment_id"] for a in own.actions if a["type"] == "request_refund"] == [alices["id"]]
 
 
 def test_bad_assistant_input_is_400_and_asks_nothing(client, fake_channel, buyer, published_product):

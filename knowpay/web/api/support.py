@@ -28,7 +28,7 @@ from knowpay.web.api.schemas import (
     errors,
     tag,
 )
-from knowpay.web.auth import current_user
+from knowpay.web.auth import current_user, require_recent_second_factor
 from knowpay.web.pagination import paginate
 from knowpay.web.runtime import request_session, runtime
 from knowpay.web.uow import api_call
@@ -359,8 +359,11 @@ def support_case(path: IdPath):
          security=BEARER)
 @api_call
 def refund_from_ticket(path: IdPath, body: TicketRefundIn):
-    """Support: refund the ticket's payment through the refund service, on the record and audited."""
-    refund = support.refund_from_ticket(runtime(), ticket_id=path.id, staff=current_user(*STAFF),
+    """Support: refund the ticket's payment through the refund service, on the record and audited.
+    Moves money, so it needs a recent second factor (`KnowPay-OTP` header or a step-up), like any staff refund."""
+    staff = current_user(*STAFF)
+    require_recent_second_factor(staff)
+    refund = support.refund_from_ticket(runtime(), ticket_id=path.id, staff=staff,
                                         payment_id=body.payment_id, amount=body.amount, reason=body.reason)
     return RefundOut.model_validate(refund), 201
 
