@@ -213,6 +213,32 @@ def time_queries(store, now: datetime, runs: int) -> list[tuple[str, float, floa
     return results
 
 
+def time_dashboards(store, now: datetime, runs: int) -> list[tuple[str, float, float]]:
+    """A whole dashboard page's figures: every panel of it read in one visit to the store, as the pages do."""
+    from knowpay.analytics import metrics
+    from knowpay.analytics.dashboard import CREATOR_PANELS, PLATFORM_PANELS
+
+    today = (now + TZ_OFFSET).date()
+    pages = [("admin", PLATFORM_PANELS, None), ("creator", CREATOR_PANELS, "usr_c1")]
+    ranges = [("30 days by day", today - timedelta(days=29), "day"), ("1 year by month", today - timedelta(days=364),
+                                                                        "month")]
+    results = []
+    for who, panels, creator in pages:
+        for span, start, granularity in ranges:
+            queries = [metrics.Query(metric=name, start=start, end=today, creator_id=creator, timezone="Asia/Shanghai",
+                                     now=now, **{"granularity": granularity, **extra})
+                       for name, extra in panels.values()]
+            times = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                with store.reader() as con:
+                    for query in queries:
+                        metrics.compute(con, query)
+                times.append(time.perf_counter() - started)
+            results.append((f"{who} dashboard, {span} ({len(queries)} panels)", times[0], statistics.median(times)))
+    return results
+
+
 def seed_operational(url: str, purchases: int, *, now: datetime) -> tuple[object, int]:
     """An operational database with `purchases` course purchases written as the services write them
     (order, item, payment, ledger capture, entitlement, three outbox events), stamped in the last minute."""
@@ -349,6 +375,9 @@ def main() -> None:
         slowest = max(results, key=lambda r: r[2])
         print(f"  slowest: {slowest[0]} at {slowest[2] * 1000:.0f} ms; "
               f"all under 1 s: {all(r[2] < 1 for r in results)}")
+        print(f"\ndashboard pages (every panel in one read of the store; cold, then median of {args.runs}):")
+        for name, cold, warm in time_dashboards(store, now, args.runs):
+            print(f"  {name:48s} {cold * 1000:8.0f} ms {warm * 1000:8.0f} ms")
 
     if args.pg:
         from bench.harness import fresh_database

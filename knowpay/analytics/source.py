@@ -35,7 +35,7 @@ AMOUNT_BANDS = ((1_000, "0-10"), (5_000, "10-50"), (20_000, "50-200"), (100_000,
 BAND_NAMES = tuple(name for _, name in AMOUNT_BANDS)
 # Which device a payment method implies: a QR code is shown on a computer and scanned by a phone;
 # wap/jsapi pages run on the phone itself.
-METHOD_DEVICE = {"qr": "desktop", "page": "desktop", "native": "desktop", "wap": "mobile", "jsapi": "mobile"}
+METHOD_DEVICE = {"qr": "desktop", "page": "desktop", "native": "desktop", "wap": "mobile", "jsapi": "mobile", "h5": "mobile"}
 OPEN_PAYMENT = ("requires_action", "processing")
 
 _TABLET = re.compile(r"ipad|tablet|kindle|silk|playbook|(android(?!.*mobile))", re.IGNORECASE)
