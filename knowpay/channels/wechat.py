@@ -249,7 +249,7 @@ RETRY_LATER = {"SYSTEM_ERROR", "SYSTEMERROR", "FREQUENCY_LIMITED", "NOT_ENOUGH",
                "STATEMENT_CREATING", "ACCOUNT_ERROR"}
 MISCONFIGURED = {"SIGN_ERROR", "NO_AUTH", "MCH_NOT_EXISTS", "APPID_MCHID_NOT_MATCH", "INVALID_REQUEST_SIGN"}
 CONFLICTS = {"OUT_TRADE_NO_USED", "ORDER_CLOSED", "ORDERPAID", "ORDER_PAID", "TRADE_ERROR"}
-METHODS = {None: "native", "native": "native", "jsapi": "jsapi"}
+METHODS = {None: "native", "native": "native", "jsapi": "jsapi", "h5": "h5"}
 
 # The trade bill: every field starts with a backtick (so spreadsheets keep long numbers), a summary follows.
 BILL_SUMMARY_HEAD = "总交易单数"
@@ -392,7 +392,7 @@ class WeChatPayChannel:
         if request.currency.lower() != "cny":
             raise InvalidRequest("WeChat Pay takes CNY only.", code="invalid_currency", param="currency")
         if request.method not in METHODS:
-            raise InvalidRequest("method for wechat must be native or jsapi.", code="invalid_method",
+            raise InvalidRequest("method for wechat must be native, jsapi or h5.", code="invalid_method",
                                  param="method")
         method = METHODS[request.method]
         payload: dict = {
@@ -405,9 +405,23 @@ class WeChatPayChannel:
                 raise InvalidRequest("A JSAPI payment needs the buyer's openid.", code="parameter_missing",
                                      param="openid")
             payload["payer"] = {"openid": request.openid}
-        if request.client_ip:
+        if method == "h5":
+            if not request.client_ip:
+                raise InvalidRequest("An H5 payment needs the buyer's IP address.", code="parameter_missing",
+                                     param="client_ip")
+            # WeChat Pay opens H5 payments only for the address the buyer's phone calls from.
+            payload["scene_info"] = {"payer_client_ip": request.client_ip, "h5_info": {"type": "Wap"}}
+        elif request.client_ip:
             payload["scene_info"] = {"payer_client_ip": request.client_ip}
         data = self._expect(self._call("POST", f"/v3/pay/transactions/{method}", payload=payload))
+        if method == "h5":
+            h5_url = _text(data, "h5_url")
+            if h5_url is None:
+                raise ChannelUnavailable("WeChat Pay answered an H5 order without h5_url.")
+            # The cashier sends the buyer back to redirect_url when done (or gone back); the page there waits.
+            joiner = "&" if "?" in h5_url else "?"
+            url = f"{h5_url}{joiner}redirect_url={quote(request.return_url, safe='')}"
+            return Created(action=Action("redirect", {"url": url}), extra={"h5_url": h5_url})
         if method == "jsapi":
             prepay_id = _text(data, "prepay_id")
             if prepay_id is None:

@@ -23,7 +23,8 @@ from knowpay.risk import service as risk
 log = logging.getLogger(__name__)
 
 CHANNELS = ("alipay", "wechat", "stripe", "wallet", "bank_transfer", "sandbox")
-METHODS = {"alipay": ("qr", "page", "wap"), "wechat": ("native", "jsapi"), "sandbox": ("qr", "page", "wap")}
+METHODS = {"alipay": ("qr", "page", "wap"), "wechat": ("native", "jsapi", "h5"),
+           "sandbox": ("qr", "page", "wap")}
 INSTALLMENTS = (3, 6, 12)
 FIRST_QUERY_AFTER = timedelta(seconds=30)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, abort, g, jsonify, redirect, render_template, request, url_for
@@ -193,6 +195,19 @@ def _bill_csv(gateway: Gateway, merchant_id: str, day: date) -> str:
     return out.getvalue()
 
 
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$")
+
+
+def _redirect_url() -> str | None:
+    """The `redirect_url` a merchant appended to an H5 cashier link, when it is a plain http(s) address
+    (its origin goes into the page's CSP, so nothing but a host and port is let through there)."""
+    url = request.args.get("redirect_url", "")
+    if len(url) > 2048:
+        return None
+    parts = urlsplit(url)
+    return url if _ORIGIN.match(f"{parts.scheme}://{parts.netloc}") else None
+
+
 # -- routes -----------------------------------------------------------------------------------------
 
 def _register(app: Flask, gateway: Gateway) -> None:
@@ -286,9 +301,17 @@ def _register(app: Flask, gateway: Gateway) -> None:
         trade = store.trade(trade_no, now=time.time())
         if trade is None:
             abort(404)
-        return render_template("pay.html", trade=trade, amount=_display_amount(trade),
-                               payable=trade.status == TradeStatus.WAIT_BUYER_PAY,
-                               expires_at=datetime.fromtimestamp(trade.expires_at, gateway.timezone))
+        back = _redirect_url()
+        page = Response(render_template(
+            "pay.html", trade=trade, amount=_display_amount(trade),
+            payable=trade.status == TradeStatus.WAIT_BUYER_PAY, redirect_url=back,
+            back_url=back or trade.return_url,
+            expires_at=datetime.fromtimestamp(trade.expires_at, gateway.timezone)))
+        if back:  # the Pay button's answer goes on to the merchant: form-action must allow its origin
+            target = urlsplit(back)
+            page.headers["Content-Security-Policy"] = SECURITY_HEADERS["Content-Security-Policy"].replace(
+                "form-action 'self'", f"form-action 'self' {target.scheme}://{target.netloc}")
+        return page
 
     @app.post("/pay/<trade_no>/<any(pay, decline):result>")
     def decide(trade_no: str, result: str):
@@ -298,6 +321,9 @@ def _register(app: Flask, gateway: Gateway) -> None:
             if exc.status != 409:  # already decided, closed or expired: the page says which
                 raise
         notifier.wake()
+        back = _redirect_url()
+        if back:  # WeChat Pay's H5 cashier returns the buyer to the merchant's redirect_url when done
+            return redirect(back, code=303)
         # Post/redirect/get: reloading the result page does not press the button again.
         return redirect(url_for("pay_page", trade_no=trade_no), code=303)
 

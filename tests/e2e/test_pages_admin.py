@@ -14,6 +14,7 @@ from knowpay.fieldcrypt import FieldCipher
 from knowpay.payouts import service as payouts
 from knowpay.payouts.settlement import settle_due_earnings
 from knowpay.reconciliation.models import ReconciliationItem, ReconciliationRun
+from knowpay.risk.models import RiskDecision
 from tests.e2e.browser.forms import ensure_pages, post_form, sign_in
 
 
@@ -89,6 +90,22 @@ def test_support_searches_orders_but_does_not_see_payouts(app, make_user, buyer,
     menu = support.get("/admin").get_data(as_text=True)
     assert "/admin/payouts" not in menu and "/admin/orders" in menu
     assert support.get("/admin/payouts").status_code == 403
+
+
+def test_the_console_home_counts_what_waits_for_staff(ctx, admin_client, client, buyer):
+    def figure(label: str) -> str:
+        page = admin_client.get("/admin").get_data(as_text=True)
+        return re.search(r'stat-value">(\d+)</span><span class="stat-label">' + label, page).group(1)
+
+    assert (figure("待处理的风控审核"), figure("未处理的工单")) == ("0", "0")
+    with ctx.db.transaction() as session:
+        session.add(RiskDecision(subject="payment", user_id=buyer.id, amount=9900, currency="cny", outcome="review",
+                                 shadow_outcome="review", inputs={}, features={}, fired=[], shadow_scores=[],
+                                 faults=[], review_status="pending", created_at=ctx.clock.now()))
+    opened = client.post("/api/v1/tickets", headers=buyer.headers, json={"subject": "Where is my course?",
+                                                                         "body": "I paid but see nothing."})
+    assert opened.status_code == 201, opened.get_json()
+    assert (figure("待处理的风控审核"), figure("未处理的工单")) == ("1", "1")
 
 
 def test_recording_a_bank_transfer_needs_a_second_factor_and_completes_the_payment(

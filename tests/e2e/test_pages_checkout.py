@@ -184,3 +184,182 @@ def test_pages_carry_no_inline_script_style_or_handler(buyer_client, published_p
         assert not STYLE_ATTRIBUTE.search(html), path
         for url in re.findall(r'<(?:script|img|link)\b[^>]*\b(?:src|href)="([^"]+)"', html):
             assert url.startswith("/static/"), (path, url)  # every asset is ours
+
+
+# -- buyers on phones: Alipay's wap flow, WeChat Pay's H5 flow, and the way back to a QR code -------------
+
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+          "Version/17.4 Mobile/15E148 Safari/604.1")
+IN_WECHAT = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+             "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN")
+SANDBOX_HOST = "http://sandbox.test"
+
+
+class _SandboxTransport:
+    """WeChat Pay's wire, delivered to the sandbox gateway's app in this process instead of over a socket."""
+
+    def __init__(self, gateway) -> None:
+        self.client = gateway.test_client()
+
+    def __call__(self, method, url, headers, body):
+        from urllib.parse import urlsplit
+
+        from knowpay.channels.wechat import WireAnswer
+
+        parts = urlsplit(url)
+        answer = self.client.open(parts.path + (f"?{parts.query}" if parts.query else ""), method=method,
+                                  headers=dict(headers), data=body, base_url=SANDBOX_HOST)
+        headers = {k.lower(): v for k, v in answer.headers.items()}
+        return WireAnswer(answer.status_code, headers, answer.get_data())
+
+
+@pytest.fixture(scope="module")
+def channel_env(tmp_path_factory) -> dict[str, str]:
+    """Alipay and WeChat Pay keys for KnowPay and the sandbox, made once (RSA keys are the slow part)."""
+    from knowpay.sandbox.gateways import alipay as alipay_side
+    from knowpay.sandbox.gateways import wechat as wechat_side
+
+    folder = tmp_path_factory.mktemp("phone-keys")
+    return {**alipay_side.demo_env(folder, SANDBOX_HOST), **wechat_side.demo_env(folder, SANDBOX_HOST)}
+
+
+@pytest.fixture
+def gateway(tmp_path, channel_env):
+    from knowpay.config import Settings
+    from knowpay.sandbox.app import create_sandbox_app
+
+    settings = Settings(instance_path=tmp_path / "sandbox",
+                        channel={k[len("KNOWPAY_"):].lower(): v for k, v in channel_env.items()})
+    made = create_sandbox_app(settings, notify_sync=True)
+    yield made
+    made.extensions["sandbox"].store.close()
+
+
+@pytest.fixture
+def phone_app(settings, db, fake_channel, channel_env, gateway):
+    """KnowPay with Alipay (its wap flow needs no call) and WeChat Pay talking to the sandbox gateway."""
+    from knowpay.channels import Registry
+    from knowpay.channels.alipay import from_settings as alipay_from_settings
+    from knowpay.channels.wechat import WeChatPayChannel, WeChatPayConfig
+    from knowpay.config import Settings
+    from knowpay.domain.clock import SystemClock
+    from knowpay.web import create_app
+    from tests.conftest import FAST_PASSWORDS
+
+    channel = Settings(channel={k[len("KNOWPAY_"):].lower(): v for k, v in channel_env.items()})
+    wechat = WeChatPayChannel(WeChatPayConfig.from_settings(channel), transport=_SandboxTransport(gateway))
+    registry = Registry({"sandbox": fake_channel, "alipay": alipay_from_settings(channel), "wechat": wechat})
+    return ensure_pages(create_app(settings, db=db, clock=SystemClock(), channels=registry,
+                                   config={"TESTING": True, **FAST_PASSWORDS}))
+
+
+def _phone(app, email: str, agent: str = IPHONE):
+    client = app.test_client()
+    client.environ_base["HTTP_USER_AGENT"] = agent
+    sign_in(client, email)
+    return client
+
+
+def _method_of(ctx, payment_id: str) -> str:
+    from knowpay.payments.models import Payment
+
+    with ctx.db.transaction(write=False) as session:
+        return session.get(Payment, payment_id).method
+
+
+def _open_cashier(phone, product_id: str, channel: str):
+    """Choose `channel` on a phone → (the cashier's URL, split; the payment id; the page that opens it).
+
+    The form's answer is KnowPay's own payment page, marked to open the cashier at once (the CSP's
+    form-action 'self' would stop a form's redirect to another site)."""
+    from html import unescape
+    from urllib.parse import urlsplit
+
+    answer = post_form(phone, f"/checkout/products/{product_id}", {"channel": channel})
+    assert answer.status_code == 303
+    payment_id = re.fullmatch(r"/checkout/payments/(pay_\w+)\?open=1", answer.headers["Location"]).group(1)
+    opening = phone.get(answer.headers["Location"]).get_data(as_text=True)
+    link = re.search(r'<a class="button button-primary" href="([^"]+)" data-pay-link>', opening).group(1)
+    return urlsplit(unescape(link)), payment_id, opening
+
+
+def test_a_phone_is_told_that_alipay_and_wechat_open_their_apps(phone_app, buyer, published_product):
+    path = f"/checkout/products/{published_product['id']}"
+    page = _phone(phone_app, buyer.email).get(path).get_data(as_text=True)
+    assert "在手机上打开支付宝" in page and "在手机上打开微信" in page
+    assert 'name="qr" value="1"' in page  # the way back to a QR code
+    desktop = phone_app.test_client()
+    sign_in(desktop, buyer.email)
+    page = desktop.get(path).get_data(as_text=True)
+    assert "使用微信扫码支付" in page and 'name="qr"' not in page
+
+
+def test_alipay_on_a_phone_goes_to_the_wap_cashier_and_comes_back_to_a_waiting_page(ctx, phone_app, buyer,
+                                                                                    published_product):
+    from urllib.parse import parse_qs, urlsplit
+
+    phone = _phone(phone_app, buyer.email)
+    cashier, payment_id, opening = _open_cashier(phone, published_product["id"], "alipay")
+    assert f"{cashier.scheme}://{cashier.netloc}{cashier.path}" == f"{SANDBOX_HOST}/alipay/gateway.do"
+    params = {k: v[0] for k, v in parse_qs(cashier.query).items()}
+    assert params["method"] == "alipay.trade.wap.pay"
+    assert json.loads(params["biz_content"])["product_code"] == "QUICK_WAP_WAY"
+    assert params["return_url"] == f"http://127.0.0.1:8000/checkout/payments/{payment_id}"
+    assert _method_of(ctx, payment_id) == "wap"
+    assert "/static/js/open-cashier.js" in opening
+
+    back = phone.get(f"/checkout/payments/{payment_id}").get_data(as_text=True)  # Alipay's return_url
+    assert "前往支付宝" in back and "<svg" not in back
+    assert "open-cashier.js" not in back  # coming back does not send the buyer off again
+    assert 'class="switch-to-qr"' in back and 'name="qr" value="1"' in back
+
+
+def test_wechat_on_a_phone_opens_the_h5_cashier_which_returns_the_buyer(ctx, phone_app, gateway, buyer,
+                                                                         published_product):
+    from urllib.parse import parse_qs, urlsplit
+
+    phone = _phone(phone_app, buyer.email)
+    cashier, payment_id, _ = _open_cashier(phone, published_product["id"], "wechat")
+    assert cashier.netloc == "sandbox.test" and cashier.path.startswith("/pay/")
+    back_to = parse_qs(cashier.query)["redirect_url"][0]
+    assert back_to == f"http://127.0.0.1:8000/checkout/payments/{payment_id}"
+    assert _method_of(ctx, payment_id) == "h5"
+
+    buyer_phone = gateway.test_client()
+    page = buyer_phone.get(f"{cashier.path}?{cashier.query}", base_url=SANDBOX_HOST).get_data(as_text=True)
+    assert "确认支付" in page
+    action = re.search(r'<form method="post" action="([^"]+/pay\?redirect_url=[^"]+)"', page).group(1)
+    csp = buyer_phone.get(f"{cashier.path}?{cashier.query}", base_url=SANDBOX_HOST).headers[
+        "Content-Security-Policy"]
+    assert "form-action 'self' http://127.0.0.1:8000;" in csp  # the Pay button may go back to KnowPay
+    paid = buyer_phone.post(action.replace("&amp;", "&"), base_url=SANDBOX_HOST)
+    assert paid.status_code == 303 and paid.headers["Location"] == back_to
+    trade = gateway.extensions["sandbox"].store.find_trade("wechat:1900000109", payment_id, now=time.time())
+    assert (trade.status, json.loads(trade.extra)["trade_type"]) == ("SUCCESS", "MWEB")
+
+
+def test_a_phone_buyer_may_ask_for_a_qr_code_instead(ctx, phone_app, buyer, published_product):
+    phone = _phone(phone_app, buyer.email)
+    payment_id = _start_payment(phone, published_product["id"], channel="wechat", qr="1")
+    assert _method_of(ctx, payment_id) == "native"
+    assert '<svg class="qr"' in phone.get(f"/checkout/payments/{payment_id}").get_data(as_text=True)
+
+
+def test_the_waiting_page_switches_an_h5_payment_to_a_qr_code(ctx, phone_app, buyer, published_product):
+    phone = _phone(phone_app, buyer.email)
+    _, h5_id, _ = _open_cashier(phone, published_product["id"], "wechat")
+    waiting = phone.get(f"/checkout/payments/{h5_id}").get_data(as_text=True)
+    switch = re.search(r'<form method="post" action="(/checkout/orders/ord_\w+)" class="switch-to-qr">',
+                       waiting)
+    again = post_form(phone, switch.group(1), {"channel": "wechat", "qr": "1"})
+    assert again.status_code == 303
+    qr_id = re.search(r"/checkout/payments/(pay_\w+)$", again.headers["Location"]).group(1)
+    assert qr_id != h5_id and _method_of(ctx, qr_id) == "native"
+
+
+def test_inside_wechat_the_qr_code_stays(ctx, phone_app, buyer, published_product):
+    phone = _phone(phone_app, buyer.email, agent=IN_WECHAT)
+    page = phone.get(f"/checkout/products/{published_product['id']}").get_data(as_text=True)
+    assert 'name="qr"' not in page
+    payment_id = _start_payment(phone, published_product["id"], channel="wechat")
+    assert _method_of(ctx, payment_id) == "native"

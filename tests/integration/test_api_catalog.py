@@ -273,3 +273,103 @@ def test_every_kind_of_the_contract_can_be_created(client, creator):
     extra = {"coin_pack": {"coins": 100}}
     for kind in ("course", "ebook", "audio", "video", "membership", "consulting", "coin_pack"):
         assert created(client, creator, kind=kind, **extra.get(kind, {}))["kind"] == kind
+
+
+# -- editing (PATCH /products/{id}) ----------------------------------------------------------------------
+
+def patch(client, caller, product_id: str, **changes):
+    return client.patch(f"/api/v1/products/{product_id}", headers=caller.headers, json=changes)
+
+
+def test_a_creator_edits_title_description_price_and_refund_window(client, creator):
+    product = published(client, creator)
+    response = patch(client, creator, product["id"], title="Python for payments, 2nd edition",
+                     description="Now with refunds", amount=12900, refund_window_days=14)
+    assert response.status_code == 200, response.get_json()
+    edited = response.get_json()
+    assert (edited["title"], edited["description"], edited["amount"], edited["refund_window_days"]) == (
+        "Python for payments, 2nd edition", "Now with refunds", 12900, 14)
+    assert (edited["status"], edited["currency"], edited["kind"]) == ("published", "cny", "course")
+    assert client.get(f"/api/v1/products/{product['id']}").get_json() == edited
+
+
+def test_a_new_price_leaves_existing_orders_at_the_price_they_were_made_with(client, creator, buyer):
+    product = published(client, creator)
+    order = client.post("/api/v1/orders", headers=buyer.headers,
+                        json={"items": [{"product_id": product["id"]}]}).get_json()
+    assert patch(client, creator, product["id"], amount=19900).status_code == 200
+    again = client.get(f"/api/v1/orders/{order['id']}", headers=buyer.headers).get_json()
+    assert (again["amount_total"], again["items"][0]["amount"]) == (9900, 9900)
+    newer = client.post("/api/v1/orders", headers=buyer.headers,
+                        json={"items": [{"product_id": product["id"]}]}).get_json()
+    assert newer["amount_total"] == 19900
+
+
+def test_a_draft_may_change_its_kind_and_terms(client, creator):
+    draft = created(client, creator)
+    pack = patch(client, creator, draft["id"], kind="coin_pack", coins=1000, bonus_coins=100)
+    assert pack.status_code == 200, pack.get_json()
+    assert (pack.get_json()["kind"], pack.get_json()["coins"], pack.get_json()["bonus_coins"]) == (
+        "coin_pack", 1000, 100)
+    club = patch(client, creator, draft["id"], kind="membership",
+                 plan={"interval": "year", "interval_count": 1})
+    assert club.status_code == 200, club.get_json()
+    assert (club.get_json()["coins"], club.get_json()["bonus_coins"], club.get_json()["plan"]) == (
+        None, 0, {"interval": "year", "interval_count": 1})
+    shorter = patch(client, creator, draft["id"], refund_window_days=0)
+    assert shorter.get_json()["refund_window_days"] == 0
+
+
+@pytest.mark.parametrize("changes, param", [
+    ({"kind": "ebook"}, "kind"),
+    ({"plan": {"interval": "year"}}, "plan"),
+    ({"refund_window_days": 3}, "refund_window_days"),
+])
+def test_a_product_that_has_been_on_sale_keeps_what_buyers_paid_for(client, creator, changes, param):
+    product = published(client, creator, kind="membership", title="Club")
+    error = assert_error(patch(client, creator, product["id"], **changes), 409, "conflict")
+    assert error["param"] == param
+    assert client.get(f"/api/v1/products/{product['id']}").get_json() == product
+
+
+def test_sending_unchanged_terms_of_a_published_product_is_no_conflict(client, creator):
+    product = published(client, creator, refund_window_days=7)
+    response = patch(client, creator, product["id"], kind="course", refund_window_days=30,
+                     title="Longer refunds")
+    assert response.status_code == 200, response.get_json()
+    assert (response.get_json()["refund_window_days"], response.get_json()["title"]) == (30, "Longer refunds")
+
+
+def test_only_the_creator_or_an_admin_edits_a_product(client, creator, buyer, admin, make_user):
+    product = created(client, creator)
+    assert_error(patch(client, make_user("creator"), product["id"], title="Mine now"), 404, "not_found")
+    assert_error(patch(client, buyer, product["id"], title="Mine now"), 403, "permission")
+    assert_error(client.patch(f"/api/v1/products/{product['id']}", json={"title": "x"}),
+                 401, "authentication")
+    assert patch(client, admin, product["id"], title="Fixed typo").get_json()["title"] == "Fixed typo"
+    assert_error(patch(client, creator, "prd_doesnotexist", title="x"), 404, "not_found")
+
+
+@pytest.mark.parametrize("changes, param", [
+    ({"title": ""}, "title"),
+    ({"title": "   "}, "title"),
+    ({"amount": 0}, "amount"),
+    ({"amount": 99.5}, "amount"),
+    ({"refund_window_days": 400}, "refund_window_days"),
+    ({"currency": "usd"}, "currency"),
+    ({"coins": 100}, "coins"),
+])
+def test_an_edit_is_validated_and_names_the_field(client, creator, changes, param):
+    product = created(client, creator)
+    error = assert_error(patch(client, creator, product["id"], **changes), 400, "invalid_request")
+    assert error["param"] == param
+    assert client.get(f"/api/v1/products/{product['id']}", headers=creator.headers).get_json() == product
+
+
+def test_an_edit_replays_with_its_idempotency_key(client, creator):
+    product = created(client, creator)
+    headers = {**creator.headers, "Idempotency-Key": "edit-1"}
+    first = client.patch(f"/api/v1/products/{product['id']}", headers=headers, json={"amount": 4900})
+    again = client.patch(f"/api/v1/products/{product['id']}", headers=headers, json={"amount": 4900})
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.get_json() == first.get_json()

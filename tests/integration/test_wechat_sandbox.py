@@ -32,7 +32,7 @@ from knowpay.channels.base import PaymentRequest, RefundRequest
 from knowpay.channels.wechat import BEIJING, WeChatPayChannel, from_settings
 from knowpay.config import Settings
 from knowpay.domain.clock import SystemClock
-from knowpay.domain.errors import ChannelUnavailable
+from knowpay.domain.errors import ChannelUnavailable, InvalidRequest
 from knowpay.domain.money import apply_rate_bps
 from knowpay.ledger.models import JournalTransaction
 from knowpay.outbox.models import OutboxEvent
@@ -190,6 +190,36 @@ def test_a_native_order_is_paid_on_the_pay_page_and_called_back(wechat, receiver
     resource = wechat.wechatpayv3().callback(headers, body)["resource"]
     assert (resource["out_trade_no"], resource["trade_state"], resource["amount"]["total"]) == (
         order.payment_id, "SUCCESS", 9900)
+
+
+def test_an_h5_order_opens_the_cashier_which_returns_the_buyer_and_calls_back(wechat, receiver):
+    from urllib.parse import parse_qs, urlsplit
+
+    with pytest.raises(InvalidRequest):  # WeChat Pay opens H5 payments only for the buyer's address
+        wechat.channel.create(_order(receiver, method="h5"))
+    order = dataclasses.replace(_order(receiver, method="h5"), client_ip="203.0.113.7")
+    created = wechat.channel.create(order)
+    assert created.action.type == "redirect" and created.extra["h5_url"].startswith(f"{wechat.url}/pay/")
+    cashier = urlsplit(created.action.data["url"])
+    assert parse_qs(cashier.query)["redirect_url"] == [order.return_url]
+    page = requests.get(created.action.data["url"], timeout=5)
+    assert page.status_code == 200 and "redirect_url=" in page.text  # the Pay button keeps the way back
+    paid = requests.post(f"{wechat.url}{cashier.path}/pay", params={"redirect_url": order.return_url},
+                         allow_redirects=False, timeout=5)
+    assert paid.status_code == 303 and paid.headers["Location"] == order.return_url
+
+    assert wechat.deliver_due() == 1
+    [(headers, body)] = receiver.received
+    note = wechat.channel.parse_notification(headers, body)
+    assert (note.status, note.details["trade_type"]) == ("succeeded", "MWEB")
+
+
+def test_an_h5_order_without_the_scene_is_refused_by_the_sandbox(wechat):
+    with pytest.raises(InvalidRequest, match="payer_client_ip"):
+        wechat.channel._expect(wechat.channel._call("POST", "/v3/pay/transactions/h5", payload={
+            "appid": wechat.env["KNOWPAY_WECHAT_APP_ID"], "mchid": wechat.env["KNOWPAY_WECHAT_MCH_ID"],
+            "description": "课程", "out_trade_no": "pay_noscene01", "notify_url": "http://127.0.0.1:9/notify",
+            "amount": {"total": 100, "currency": "CNY"}}))
 
 
 def test_a_callback_not_acknowledged_is_sent_again_freshly_signed(wechat, receiver):

@@ -373,6 +373,13 @@ def _blueprint(gateway, config: PlatformConfig) -> Blueprint:
         if trade_type == "JSAPI":
             payer = data.get("payer")
             openid = _string(payer if isinstance(payer, dict) else {}, "openid", max_length=128)
+        if trade_type == "MWEB":
+            scene = data.get("scene_info")
+            scene = scene if isinstance(scene, dict) else {}
+            _string(scene, "payer_client_ip", max_length=45)
+            h5_info = scene.get("h5_info")
+            if not isinstance(h5_info, dict) or h5_info.get("type") not in ("Wap", "iOS", "Android"):
+                raise GatewayError(400, "PARAM_ERROR", "scene_info.h5_info.type must be Wap, iOS or Android")
         extra = {"appid": config.app_id, "mchid": config.mch_id, "trade_type": trade_type, "openid": openid,
                  "prepay_id": f"wx{datetime.now(BEIJING):%d%H%M%S}{secrets.token_hex(12)}"}
         target = urlsplit(notify_url)
@@ -390,6 +397,10 @@ def _blueprint(gateway, config: PlatformConfig) -> Blueprint:
                 raise GatewayError(400, "ORDER_CLOSED", "订单已关闭 · the order is closed")
         if trade_type == "JSAPI":
             return _answer({"prepay_id": _extra(trade)["prepay_id"]})
+        if trade_type == "MWEB":
+            # WeChat's cashier page; the merchant appends redirect_url, where the pay page returns the buyer.
+            prepay_id = _extra(trade)["prepay_id"]
+            return _answer({"h5_url": f"{public_url()}/pay/{trade.trade_no}?prepay_id={prepay_id}"})
         return _answer({"code_url": f"{public_url()}/pay/{trade.trade_no}"})
 
     @bp.post("/v3/pay/transactions/native")
@@ -399,6 +410,10 @@ def _blueprint(gateway, config: PlatformConfig) -> Blueprint:
     @bp.post("/v3/pay/transactions/jsapi")
     def create_jsapi():
         return create("JSAPI")
+
+    @bp.post("/v3/pay/transactions/h5")
+    def create_h5():
+        return create("MWEB")
 
     def find(out_trade_no: str) -> Trade:
         trade = store.find_trade(merchant_id, out_trade_no, now=time.time())

@@ -28,7 +28,7 @@ STREAM_MAX_SECONDS = 30 * 60
 
 class PaymentIn(Strict):
     channel: Literal["alipay", "wechat", "stripe", "wallet", "bank_transfer", "sandbox"]
-    method: Literal["qr", "page", "wap", "native", "jsapi"] | None = None
+    method: Literal["qr", "page", "wap", "native", "jsapi", "h5"] | None = None
     installments: Literal[3, 6, 12] | None = None
     openid: str | None = Field(None, max_length=128)
     device_id: str | None = Field(None, max_length=128)
@@ -73,7 +73,9 @@ def get_payment(path: IdPath):
 @bp.get("/payments/<id>/stream", responses={200: {"description": "text/event-stream of `status` events"},
                                              **errors(401, 404)}, security=BEARER)
 def stream_payment(path: IdPath):
-    """Server-Sent Events: one `status` event per status change, closing after a final status.
+    """Server-Sent Events: a `status` event carrying the payment whenever it changes (its status, or its
+    next `action`, as when a payment held for review is approved and sent to its channel), closing
+    after a final status.
 
     It reads the database, not process memory, so any web node can serve it; under the gevent
     worker an open stream costs a greenlet, not a thread.
@@ -83,18 +85,19 @@ def stream_payment(path: IdPath):
         payment_id = payments.get_payment_for(session, path.id, current_user()).id
 
     def events():
-        last_status = None
+        last = None
         started = last_sent = time.monotonic()
         yield "retry: 2000\n\n"
         while time.monotonic() - started < STREAM_MAX_SECONDS:
             with rt.db.transaction(write=False) as session:
                 payment = session.get(Payment, payment_id)
-                body = as_json(PaymentOut, payment)
-            if body["status"] != last_status:
-                last_status = body["status"]
-                yield f"id: {payment.version}\nevent: status\ndata: {json.dumps(body, ensure_ascii=False)}\n\n"
+                version, body = payment.version, as_json(PaymentOut, payment)
+            # Every change bumps the version; the body too, for a change made without one.
+            if (version, body) != last:
+                last = (version, body)
+                yield f"id: {version}\nevent: status\ndata: {json.dumps(body, ensure_ascii=False)}\n\n"
                 last_sent = time.monotonic()
-                if is_final(PaymentStatus(last_status)):
+                if is_final(PaymentStatus(body["status"])):
                     return
             elif time.monotonic() - last_sent > STREAM_KEEPALIVE_SECONDS:
                 yield ": keep-alive\n\n"

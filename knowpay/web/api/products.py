@@ -1,4 +1,4 @@
-"""Catalog: list, get, create, publish, archive products."""
+"""Catalog: list, get, create, edit, publish, archive products."""
 
 from __future__ import annotations
 
@@ -39,6 +39,20 @@ class ProductIn(Strict):
     bonus_coins: int = Field(0, ge=0, le=10**13, description="coin_pack only: extra coins, funded by promotion")
 
 
+class ProductPatch(Strict):
+    """Only the fields sent change. The currency never does; kind, plan and coins only while a draft."""
+
+    title: str | None = Field(None, min_length=1, max_length=200)
+    amount: int | None = Field(None, gt=0, le=10**13,
+                               description="new price in minor units; existing orders keep theirs")
+    description: str | None = Field(None, max_length=20000)
+    refund_window_days: int | None = Field(None, ge=0, le=365, description="once on sale, may only grow")
+    kind: Kind | None = None
+    plan: PlanIn | None = None
+    coins: int | None = Field(None, gt=0, le=10**13)
+    bonus_coins: int | None = Field(None, ge=0, le=10**13)
+
+
 class ProductQuery(ListQuery):
     kind: Kind | None = None
     creator_id: str | None = None
@@ -76,6 +90,21 @@ def create_product(body: ProductIn):
         plan=body.plan.model_dump() if body.plan else None, coins=body.coins, bonus_coins=body.bonus_coins,
         clock=runtime().clock)
     return product_out(product), 201
+
+
+@bp.patch("/products/<id>", responses={200: ProductOut, **errors(400, 401, 403, 404, 409)}, security=BEARER)
+@api_call
+def update_product(path: IdPath, body: ProductPatch):
+    """Edit a product (its creator or an admin). A new price applies to new orders only; 409 when a product
+    that has been on sale would change its kind, plan or coins, or shorten its refund window."""
+    user = current_user("creator", "admin")
+    session = request_session()
+    product = catalog.get_product_for_editor(session, path.id, user)
+    changed = catalog.update_product(
+        session, product, clock=runtime().clock, title=body.title, description=body.description,
+        amount=body.amount, refund_window_days=body.refund_window_days, kind=body.kind,
+        plan=body.plan.model_dump() if body.plan else None, coins=body.coins, bonus_coins=body.bonus_coins)
+    return product_out(changed), 200
 
 
 def _change(product_id: str, target: ProductStatus):

@@ -14,7 +14,7 @@ from flask_babel import get_locale, lazy_gettext
 from flask_security import current_user
 from flask_wtf.csrf import CSRFProtect
 
-from knowpay.web.views import admin, buyer, checkout, creator
+from knowpay.web.views import admin, analytics, buyer, checkout, creator, risk, support
 from knowpay.web.views.formatting import install_filters
 from knowpay.web.views.locale import LOCALES, html_lang, init_locale
 from knowpay.web.views.navigation import Navigation, NavLink, navigation
@@ -26,9 +26,11 @@ def default_navigation() -> Navigation:
     nav = Navigation()
     nav.extend("main", [
         NavLink("checkout.catalog", lazy_gettext("Explore"), public=True, also=("checkout.*",)),
-        NavLink("buyer.home", lazy_gettext("My account"), also=("buyer.*",)),
-        NavLink("creator.home", lazy_gettext("Creator centre"), roles=("creator",), also=("creator.*",)),
-        NavLink("admin.home", lazy_gettext("Admin"), roles=("admin", "support"), also=("admin.*",)),
+        NavLink("buyer.home", lazy_gettext("My account"), also=("buyer.*", "help.*")),
+        NavLink("creator.home", lazy_gettext("Creator centre"), roles=("creator",),
+                also=("creator.*", "analytics_pages.creator_*")),
+        NavLink("admin.home", lazy_gettext("Admin"), roles=("admin", "support"),
+                also=("admin.*", "analytics_pages.admin_*", "support_pages.*", "risk_pages.*")),
     ])
     nav.extend("buyer", [
         NavLink("buyer.home", lazy_gettext("Overview")),
@@ -41,12 +43,14 @@ def default_navigation() -> Navigation:
         NavLink("buyer.security", lazy_gettext("Security"), also=("buyer.totp_setup", "buyer.totp_confirm",
                                                                   "buyer.recovery_codes")),
         NavLink("buyer.data", lazy_gettext("My data")),
+        NavLink("help.index", lazy_gettext("Help"), also=("help.*",)),
     ])
     nav.extend("creator", [
         NavLink("creator.home", lazy_gettext("Overview"), roles=("creator",)),
         NavLink("creator.products", lazy_gettext("Products"), roles=("creator",), also=("creator.new_product",)),
         NavLink("creator.sales", lazy_gettext("Sales"), roles=("creator",)),
         NavLink("creator.earnings", lazy_gettext("Earnings and payouts"), roles=("creator",)),
+        NavLink("analytics_pages.creator_dashboard", lazy_gettext("Analytics"), roles=("creator",)),
     ])
     nav.extend("admin", [
         NavLink("admin.home", lazy_gettext("Overview"), roles=("admin", "support")),
@@ -54,12 +58,15 @@ def default_navigation() -> Navigation:
         NavLink("admin.orders", lazy_gettext("Orders"), roles=("admin", "support"), also=("admin.order_detail",)),
         NavLink("admin.payments", lazy_gettext("Payments"), roles=("admin", "support")),
         NavLink("admin.refund_list", lazy_gettext("Refunds"), roles=("admin", "support")),
+        NavLink("support_pages.queue", lazy_gettext("Tickets"), roles=("admin", "support"), also=("support_pages.*",)),
         NavLink("admin.bank_transfers", lazy_gettext("Bank transfers"), roles=("admin",)),
         NavLink("admin.payout_list", lazy_gettext("Payouts"), roles=("admin",)),
+        NavLink("risk_pages.reviews", lazy_gettext("Risk"), roles=("admin", "support"), also=("risk_pages.*",)),
         NavLink("admin.reconciliation", lazy_gettext("Reconciliation"), roles=("admin",),
                 also=("admin.reconciliation_run",)),
         NavLink("admin.webhook_list", lazy_gettext("Webhooks"), roles=("admin",), also=("admin.webhook_detail",)),
         NavLink("admin.audit_log", lazy_gettext("Audit log"), roles=("admin",)),
+        NavLink("analytics_pages.admin_dashboard", lazy_gettext("Analytics"), roles=("admin",)),
     ])
     return nav
 
@@ -93,7 +100,8 @@ def register_views(app: Flask) -> None:
     install_filters(app)
     app.extensions["knowpay_nav"] = default_navigation()
     app.context_processor(_page_globals)
-    for blueprint in (checkout.bp, buyer.bp, creator.bp, admin.bp):
+    for blueprint in (checkout.bp, buyer.bp, creator.bp, admin.bp, analytics.bp, support.bp, support.staff_bp,
+                      risk.bp):
         app.register_blueprint(blueprint)
     # Now that there are pages, signing in or registering lands on them, not on the password page.
     app.config["SECURITY_POST_LOGIN_VIEW"] = "/me"

@@ -31,8 +31,10 @@ from knowpay.payouts.models import Payout
 from knowpay.reconciliation.models import RESULTS, ReconciliationItem, ReconciliationRun
 from knowpay.refunds import service as refunds
 from knowpay.refunds.models import Refund
+from knowpay.risk.models import RiskDecision
 from knowpay.security import audit
 from knowpay.security.models import AuditEntry
+from knowpay.support.models import Ticket
 from knowpay.web.api.reconciliation import ITEM_FIELDS
 from knowpay.web.runtime import request_session, runtime
 from knowpay.web.views.pages import (
@@ -80,7 +82,9 @@ def home():
         transfers_waiting=count(select(Payment.id).where(Payment.channel == "bank_transfer",
                                                          Payment.status == PaymentStatus.REQUIRES_ACTION)),
         refunds_open=count(select(Refund.id).where(Refund.status == RefundStatus.PENDING)),
-        runs_with_problems=count(select(ReconciliationRun.id).where(ReconciliationRun.status == "failed")))
+        runs_with_problems=count(select(ReconciliationRun.id).where(ReconciliationRun.status == "failed")),
+        reviews_waiting=count(select(RiskDecision.id).where(RiskDecision.review_status == "pending")),
+        tickets_open=count(select(Ticket.id).where(Ticket.status == "open")))
 
 
 # -- users and roles -----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from knowpay.security.personal_data import delete_account, export_personal_data
 from knowpay.security.signin import record_failed_second_factor, record_failed_sign_in
 from knowpay.wallet.service import coin_balance
 from knowpay.web.runtime import request_session, runtime
+from knowpay.web.views import recommended
 from knowpay.web.views.pages import (
     flash_done,
     flash_error,
@@ -226,7 +227,8 @@ def _owned(kind: str | None = None) -> list[tuple[Entitlement, Product, str]]:
 @bp.get("/library")
 @signed_in
 def library():
-    return render_template("buyer/library.html", items=_owned())
+    return render_template("buyer/library.html", items=_owned(),
+                           recommended=recommended.for_buyer(request_session(), page_user()))
 
 
 @bp.get("/memberships")

@@ -17,6 +17,9 @@ from flask_security import current_user
 from sqlalchemy import or_, select
 
 from knowpay.access.service import active_entitlement
+from knowpay.analytics import service as analytics
+from knowpay.analytics.channel_ranking import rank_channels
+from knowpay.analytics.source import device_class_of
 from knowpay.catalog.models import KINDS, Product
 from knowpay.catalog.service import get_visible_product, list_products_query
 from knowpay.context import Context
@@ -29,7 +32,9 @@ from knowpay.payments.models import Payment
 from knowpay.wallet.service import coin_balance
 from knowpay.web.api.payments import STREAM_KEEPALIVE_SECONDS, STREAM_MAX_SECONDS, STREAM_POLL_SECONDS
 from knowpay.web.runtime import request_session, runtime
+from knowpay.web.views import recommended
 from knowpay.web.views.formatting import coins
+from knowpay.web.views.mobile import phone_method
 from knowpay.web.views.pages import (
     flash_error,
     install_error_pages,
@@ -83,8 +88,11 @@ def product(product_id: str):
     session = request_session()
     user = page_user() if current_user.is_authenticated else None
     item = get_visible_product(session, product_id, user)
+    analytics.record_product_view(runtime(), product_id=item.id, user_id=user.id if user else None,
+                                  user_agent=request.headers.get("User-Agent"), client_ip=request.remote_addr)
     owned = (active_entitlement(session, user.id, item.id, now=_now()) is not None) if user else False
-    return render_template("checkout/product.html", product=item, owned=owned)
+    return render_template("checkout/product.html", product=item, owned=owned,
+                           recommended=recommended.also_bought(session, item, user))
 
 
 # -- order summary and choosing a channel ----------------------------------------------------------
@@ -96,13 +104,14 @@ def _coupons_exist(session) -> bool:
 
 
 def channel_choices(ctx: Context, session, *, buyer_id: str, currency: str, kinds: list[str],
-                    total: int) -> list[ChannelChoice]:
-    """The enabled channels (and the wallet), with the reason one cannot pay this order."""
+                    total: int, device_class: str = "unknown") -> list[ChannelChoice]:
+    """The enabled channels (and the wallet), with the reason one cannot pay this order; best first for
+    this buyer's device and amount as learned by analytics (CHANNEL_ORDER when that setting is off)."""
     enabled = set(ctx.channels.names()) | {"wallet"}
+    ranked = rank_channels(ctx, buyer_id=buyer_id, device_class=device_class, amount=total,
+                           enabled=[name for name in CHANNEL_ORDER if name in enabled])
     choices = []
-    for name in CHANNEL_ORDER:
-        if name not in enabled:
-            continue
+    for name, _score, _reason in ranked:
         unavailable, note = None, None
         if name == "wallet":
             balance = coin_balance(session, buyer_id, ctx.settings.currency)
@@ -127,6 +136,16 @@ def _first_open(choices: list[ChannelChoice]) -> str | None:
     return next((c.name for c in choices if c.unavailable is None), None)
 
 
+def _device_class() -> str:
+    return device_class_of(request.headers.get("User-Agent"))
+
+
+def _record_checkout_view(order_id: str, user_id: str) -> None:
+    """For the funnel, and to know which device the order is paid on when the method does not say."""
+    analytics.record_checkout_view(runtime(), order_id=order_id, user_id=user_id,
+                                   user_agent=request.headers.get("User-Agent"), client_ip=request.remote_addr)
+
+
 @bp.route("/checkout/products/<product_id>", methods=["GET", "POST"])
 @signed_in
 def start(product_id: str):
@@ -149,12 +168,14 @@ def start(product_id: str):
                 flash_error(error)
                 return redirect(url_for(".product", product_id=product_id), code=303)
         else:
+            # This page was the new order's checkout page.
+            _record_checkout_view(order_id, user.id)
             return _pay(order_id, channel)
     session = request_session()
     item = get_visible_product(session, product_id, user)
     owned = active_entitlement(session, user.id, item.id, now=_now()) is not None
     choices = channel_choices(rt, session, buyer_id=user.id, currency=item.currency, kinds=[item.kind],
-                              total=item.amount)
+                              total=item.amount, device_class=_device_class())
     status = 400 if form_error else 200
     return render_template("checkout/start.html", product=item, owned=owned, choices=choices,
                            selected=request.form.get("channel") or _first_open(choices),
@@ -176,12 +197,20 @@ def order(order_id: str):
         raise NotFound("No such order.", param="id")
     if found.status != OrderStatus.PENDING or found.expires_at <= _now():
         return redirect(url_for("buyer.order_detail", order_id=found.id), code=303)
+    _record_checkout_view(found.id, user.id)
     choices = channel_choices(rt, session, buyer_id=user.id, currency=found.currency,
-                              kinds=[i.kind for i in found.items], total=found.amount_total)
+                              kinds=[i.kind for i in found.items], total=found.amount_total,
+                              device_class=_device_class())
     windows = dict(session.execute(select(Product.id, Product.refund_window_days).where(
         Product.id.in_([i.product_id for i in found.items]))).all())
     return render_template("checkout/order.html", order=found, choices=choices, selected=_first_open(choices),
                            refund_window=min(windows.values(), default=0))
+
+
+@bp.app_template_global()
+def phone_flow(channel: str) -> str | None:
+    """For the channel list: the method this buyer's phone pays `channel` with (None: the QR code)."""
+    return phone_method(channel, request.headers.get("User-Agent"))
 
 
 def _device_id() -> str:
@@ -190,8 +219,11 @@ def _device_id() -> str:
 
 
 def _pay(order_id: str, channel: str, *, method: str | None = None, otp: str | None = None) -> Response:
-    """Open a payment through `channel`; back to the order page with the reason when it cannot be."""
+    """Open a payment through `channel`; back to the order page with the reason when it cannot be. On a
+    phone, Alipay and WeChat Pay open their app (wap, H5) unless the buyer asked for a QR code instead."""
     device = _device_id()
+    if method is None and not request.form.get("qr"):
+        method = phone_method(channel, request.headers.get("User-Agent"))
     ask = payments.PaymentAsk(channel=channel, method=method, client_ip=request.remote_addr, device_id=device,
                               otp=otp)
     try:
@@ -202,9 +234,10 @@ def _pay(order_id: str, channel: str, *, method: str | None = None, otp: str | N
         flash_error(error)
         back = "buyer.order_detail" if error.code == "order_not_pending" else ".order"
         return redirect(url_for(back, order_id=order_id), code=303)
-    action = payment.action or {}
-    target = action.get("url") if action.get("type") == "redirect" else None
-    response = redirect(target or url_for(".payment", payment_id=payment.id), code=303)
+    # A cashier on another site (Alipay wap, WeChat Pay H5) is opened from our payment page rather than by
+    # this form's answer: the CSP's form-action 'self' stops a form from landing on another origin.
+    opens = (payment.action or {}).get("type") == "redirect"
+    response = redirect(url_for(".payment", payment_id=payment.id, open=1 if opens else None), code=303)
     response.set_cookie(DEVICE_COOKIE, device, max_age=DEVICE_COOKIE_MAX_AGE, samesite="Lax", httponly=True,
                         secure=request.is_secure)
     return response
@@ -226,7 +259,8 @@ def _panel_context(session, payment: Payment) -> dict:
     kind = action.get("type")
     pay_url = None
     qr = None
-    if payment.status == PaymentStatus.REQUIRES_ACTION:
+    # A payment risk held for review is still `processing` when, approved, its channel gives an action.
+    if payment.status in (PaymentStatus.REQUIRES_ACTION, PaymentStatus.PROCESSING):
         if kind == "qr_code":
             code_url = action.get("code_url", "")
             qr = qr_svg(code_url, label=gettext("QR code to scan with the payment app"))
@@ -240,7 +274,9 @@ def _panel_context(session, payment: Payment) -> dict:
     return {"payment": payment, "order": found, "action": action, "action_type": kind, "qr": qr,
             "pay_url": pay_url, "final": is_final(PaymentStatus(payment.status)), "order_open": order_open,
             "product_id": found.items[0].product_id if found.items else None,
-            "coin_pack": any(i.kind == "coin_pack" for i in found.items)}
+            "coin_pack": any(i.kind == "coin_pack" for i in found.items),
+            "recommended": recommended.after_payment(session, found) if payment.status == PaymentStatus.SUCCEEDED
+            else []}
 
 
 @bp.get("/checkout/payments/<payment_id>")
@@ -248,7 +284,10 @@ def _panel_context(session, payment: Payment) -> dict:
 def payment(payment_id: str):
     session = request_session()
     context = _panel_context(session, _own_payment(session, payment_id))
-    return no_store(Response(render_template("checkout/payment.html", **context)))
+    # ?open=1: the buyer has just chosen to pay on the channel's own page, which opens at once.
+    open_cashier = (request.args.get("open") == "1" and context["action_type"] == "redirect"
+                    and context["pay_url"])
+    return no_store(Response(render_template("checkout/payment.html", open_cashier=open_cashier, **context)))
 
 
 @bp.get("/checkout/payments/<payment_id>/panel")
@@ -272,8 +311,9 @@ def payment_status(payment_id: str):
 @bp.get("/checkout/payments/<payment_id>/events")
 @signed_in
 def payment_events(payment_id: str):
-    """Server-Sent Events for the signed-in buyer: one `status` event per change, closing after a final
-    status. Reads the database like the API's stream, so any web node can serve it."""
+    """Server-Sent Events for the signed-in buyer: a `status` event whenever the payment changes (its
+    status, or its action: an approved review sends it to its channel), closing after a final status.
+    Reads the database like the API's stream, so any web node can serve it."""
     rt = runtime()
     with rt.db.transaction(write=False) as session:
         found_id = _own_payment(session, payment_id).id
@@ -282,15 +322,15 @@ def payment_events(payment_id: str):
 
 
 def status_events(rt: Context, payment_id: str) -> Iterator[str]:
-    last_status = None
+    last = None
     started = last_sent = time.monotonic()
     yield "retry: 2000\n\n"
     while time.monotonic() - started < STREAM_MAX_SECONDS:
         with rt.db.transaction(write=False) as session:
-            status, version = session.execute(
-                select(Payment.status, Payment.version).where(Payment.id == payment_id)).one()
-        if status != last_status:
-            last_status = status
+            status, version, action = session.execute(
+                select(Payment.status, Payment.version, Payment.action).where(Payment.id == payment_id)).one()
+        if (status, version, action) != last:
+            last = (status, version, action)
             final = is_final(PaymentStatus(status))
             body = json.dumps({"status": status, "version": version, "final": final})
             yield f"id: {version}\nevent: status\ndata: {body}\n\n"

@@ -1,4 +1,4 @@
-"""The creator centre: products (create, publish, archive), sales, earnings, payout requests and the
+"""The creator centre: products (create, edit, publish, archive), sales, earnings, payout requests and the
 payout bank account."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from sqlalchemy import select
 
 from knowpay.catalog import service as catalog
 from knowpay.catalog.models import KINDS, Product
-from knowpay.catalog.service import PLAN_INTERVALS
-from knowpay.domain.errors import InvalidRequest, KnowPayError, NotFound
+from knowpay.catalog.service import MAX_REFUND_WINDOW_DAYS, PLAN_INTERVALS
+from knowpay.domain.errors import Conflict, InvalidRequest, KnowPayError, NotFound
+from knowpay.domain.money import format_major
 from knowpay.domain.states import OrderStatus, ProductStatus
 from knowpay.orders.models import Order, OrderItem
 from knowpay.payouts import service as payouts
@@ -34,7 +35,6 @@ install_error_pages(bp)
 bp.after_request(no_store)
 
 SOLD = (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED)
-MAX_REFUND_WINDOW_DAYS = 365
 
 
 def _sales_query(creator_id: str):
@@ -66,18 +66,22 @@ def products():
     return render_template("creator/products.html", page=paged(request_session(), stmt))
 
 
-def _product_fields(currency: str) -> dict:
-    """The new-product form as create_product's arguments (InvalidRequest names the bad field)."""
+def _product_fields(currency: str, *, with_terms: bool = True) -> dict:
+    """The product form as create_product's arguments (InvalidRequest names the bad field); without the
+    kind, plan and coins when those are fixed (an edit of a product that has been on sale)."""
     form = request.form
-    kind = form.get("kind", "")
-    if kind not in KINDS:
-        raise InvalidRequest("Choose a kind.", code="invalid_kind", param="kind")
     window = form_int("refund_window_days", 7)
     if window is None or window > MAX_REFUND_WINDOW_DAYS:
         raise InvalidRequest("Days from 0 to 365.", code="invalid_refund_window", param="refund_window_days")
-    fields = {"title": (form.get("title") or "").strip()[:200], "kind": kind,
+    fields = {"title": (form.get("title") or "").strip()[:200],
               "amount": major_to_minor(form.get("price"), currency), "currency": currency,
               "description": (form.get("description") or "").strip()[:5000], "refund_window_days": window}
+    if not with_terms:
+        return fields
+    kind = form.get("kind", "")
+    if kind not in KINDS:
+        raise InvalidRequest("Choose a kind.", code="invalid_kind", param="kind")
+    fields["kind"] = kind
     if kind == "membership":
         fields["plan"] = {"interval": form.get("interval", "month"),
                           "interval_count": form_int("interval_count", 1) or 0}
@@ -102,6 +106,36 @@ FIELD_MESSAGES = {
 }
 
 
+def _form_errors(error: KnowPayError, product: Product | None = None) -> dict[str, str]:
+    """A refused form as {field: message}, so the page can show it next to the field at fault."""
+    param = "price" if error.code == "invalid_amount" and error.param in ("amount", "price") else error.param
+    if error.code == "refund_window_shortened" and product is not None:
+        return {"refund_window_days": gettext(
+            "Once on sale, the refund window can grow but not drop below %(days)s days.",
+            days=product.refund_window_days)}
+    if error.code == "product_terms_fixed":
+        return {"form": gettext(
+            "This product has been on sale, so its kind, plan and coins stay as they are.")}
+    message = FIELD_MESSAGES.get(param or "")
+    return {param or "form": message() if message else message_for(error)}
+
+
+def _product_values(product: Product) -> dict[str, str]:
+    """A product as the form shows it: the price in major units, numbers as text."""
+    plan = product.plan or {}
+    return {"title": product.title, "kind": product.kind,
+            "price": format_major(product.amount, product.currency), "description": product.description or "",
+            "refund_window_days": str(product.refund_window_days), "interval": plan.get("interval", "month"),
+            "interval_count": str(plan.get("interval_count", 1)),
+            "coins": "" if product.coins is None else str(product.coins),
+            "bonus_coins": str(product.bonus_coins)}
+
+
+def _render_form(*, form, errors: dict[str, str], currency: str, product: Product | None = None):
+    return render_template("creator/product_form.html", kinds=KINDS, intervals=PLAN_INTERVALS, errors=errors,
+                           form=form, currency=currency, product=product), 400 if errors else 200
+
+
 @bp.route("/products/new", methods=["GET", "POST"])
 @roles_required("creator")
 def new_product():
@@ -114,24 +148,49 @@ def new_product():
                 made = catalog.create_product(tx, creator=page_user(), clock=rt.clock, **fields)
                 made_id = made.id
         except InvalidRequest as error:
-            param = "price" if error.code == "invalid_amount" and error.param in ("amount", "price") else error.param
-            message = FIELD_MESSAGES.get(param or "")
-            errors[param or "form"] = message() if message else message_for(error)
+            errors = _form_errors(error)
         else:
             flash_done(gettext("Saved as a draft. Publish it when it is ready to sell."))
             return redirect(url_for(".products", _anchor=made_id), code=303)
-    return render_template("creator/product_form.html", kinds=KINDS, intervals=PLAN_INTERVALS, errors=errors,
-                           form=request.form, currency=rt.settings.currency), 400 if errors else 200
+    return _render_form(form=request.form, errors=errors, currency=rt.settings.currency)
+
+
+def _own_product(session, product_id: str) -> Product:
+    found = catalog.get_product_for_editor(session, product_id, page_user())
+    if found.creator_id != page_user().id:  # admins manage products through the API
+        raise NotFound("No such product.", param="id")
+    return found
+
+
+@bp.route("/products/<product_id>/edit", methods=["GET", "POST"])
+@roles_required("creator")
+def edit_product(product_id: str):
+    """The product form, filled in. Kind, plan and coins are shown but fixed once it has been on sale."""
+    rt = runtime()
+    refused: KnowPayError | None = None
+    if request.method == "POST":
+        try:
+            with rt.db.transaction() as tx:
+                editing = _own_product(tx, product_id)
+                fields = _product_fields(editing.currency, with_terms=editing.status == ProductStatus.DRAFT)
+                del fields["currency"]
+                catalog.update_product(tx, editing, clock=rt.clock, **fields)
+        except (InvalidRequest, Conflict) as error:
+            refused = error
+        else:
+            flash_done(gettext("Changes saved. A new price applies to new orders only."))
+            return redirect(url_for(".products", _anchor=product_id), code=303)
+    product = _own_product(request_session(), product_id)
+    form = {**_product_values(product), **request.form.to_dict()}
+    return _render_form(form=form, errors=_form_errors(refused, product) if refused else {},
+                        currency=product.currency, product=product)
 
 
 def _change(product_id: str, target: ProductStatus, done: str):
     rt = runtime()
     try:
         with rt.db.transaction() as tx:
-            found = catalog.get_product_for_editor(tx, product_id, page_user())
-            if found.creator_id != page_user().id:  # admins manage products through the API
-                raise NotFound("No such product.", param="id")
-            catalog.change_status(tx, found, target, clock=rt.clock)
+            catalog.change_status(tx, _own_product(tx, product_id), target, clock=rt.clock)
     except KnowPayError as error:
         if error.code == "resource_missing":
             raise

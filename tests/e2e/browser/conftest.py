@@ -2,7 +2,8 @@
 served on free ports in this process, and Debian's chromium driven headless by Playwright.
 
 The gateway notifies KnowPay over HTTP as it would on a developer's machine, so a buyer pays on the
-sandbox pay page and watches the payment page change by itself. Screenshots go to
+sandbox pay page and watches the payment page change by itself. Alipay and WeChat Pay are on too, against
+the sandbox's imitations of them, for the phone flows (Alipay wap, WeChat Pay H5). Screenshots go to
 test-output/screenshots/. The fixtures skip only when chromium is missing and cannot be installed.
 """
 
@@ -26,6 +27,8 @@ from knowpay.config import load_settings
 from knowpay.context import Context
 from knowpay.domain.states import ProductStatus
 from knowpay.migrate import upgrade
+from knowpay.sandbox.gateways import alipay as alipay_side
+from knowpay.sandbox.gateways import wechat as wechat_side
 from tests.conftest import FAST_PASSWORDS
 from tests.e2e.browser.forms import ensure_pages
 
@@ -35,6 +38,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 PASSWORD = "learn-well-2026"
 PHONE = {"width": 375, "height": 812}
+# Chromium keeps its desktop User-Agent even with is_mobile; KnowPay tells phones by it (wap, H5 flows).
+PHONE_USER_AGENT = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+                    "Chrome/124.0.0.0 Mobile Safari/537.36")
 
 
 def _chromium_reason() -> str | None:
@@ -110,17 +116,20 @@ def site(tmp_path_factory, chromium_ready) -> Iterator[Site]:
     web_port, gateway_port = free_port(), free_port()
     database_url = f"sqlite:///{folder / 'knowpay.sqlite3'}"
     upgrade(database_url)
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
     settings = load_settings({
         "KNOWPAY_DATABASE_URL": database_url, "KNOWPAY_INSTANCE_PATH": str(folder),
         "KNOWPAY_BASE_URL": f"http://127.0.0.1:{web_port}",
-        "KNOWPAY_SANDBOX_URL": f"http://127.0.0.1:{gateway_port}", "KNOWPAY_REDIS_URL": "",
+        "KNOWPAY_SANDBOX_URL": gateway_url, "KNOWPAY_REDIS_URL": "",
+        # Alipay and WeChat Pay too, talking to the sandbox's imitations as `knowpay demo` wires them.
+        **alipay_side.demo_env(folder, gateway_url), **wechat_side.demo_env(folder, gateway_url),
     })
     app = ensure_pages(create_app(settings, config=FAST_PASSWORDS))
     gateway = create_sandbox_app(settings)
     servers = [_Server(app, web_port), _Server(gateway, gateway_port)]
     for server in servers:
         server.start()
-    yield Site(url=f"http://127.0.0.1:{web_port}", gateway_url=f"http://127.0.0.1:{gateway_port}",
+    yield Site(url=f"http://127.0.0.1:{web_port}", gateway_url=gateway_url,
                ctx=app.extensions["knowpay"], app=app)
     for server in servers:
         server.stop()
@@ -147,9 +156,9 @@ def screenshots() -> Path:
 
 @pytest.fixture
 def phone(browser, site) -> Iterator[object]:
-    """A phone-sized browser (375×812, touch) reading Chinese, with a fresh cookie jar."""
+    """A phone (375×812, touch, an Android phone's User-Agent) reading Chinese, with a fresh cookie jar."""
     context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True,
-                                  locale="zh-CN", base_url=site.url)
+                                  user_agent=PHONE_USER_AGENT, locale="zh-CN", base_url=site.url)
     context.set_default_timeout(15_000)
     yield context
     context.close()

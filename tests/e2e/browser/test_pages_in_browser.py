@@ -1,5 +1,5 @@
-"""The language switch, a creator publishing a product, and every main page fitting a 375 px phone
-screen, in a real browser."""
+"""The language switch, a creator publishing and editing a product, and every main page fitting a 375 px
+phone screen, in a real browser."""
 
 from __future__ import annotations
 
@@ -44,10 +44,18 @@ def test_a_creator_publishes_a_product(site, desktop, screenshots):
     assert "已上架" in page.locator("li.row", has_text="每日英语听力").inner_text()
     page.screenshot(path=screenshots / "creator-products.png", full_page=True)
 
+    page.locator("li.row", has_text="每日英语听力").locator("a:has-text('编辑')").click()
+    assert page.input_value("#price") == "99.00" and page.is_disabled("#kind")  # on sale: the kind stays
+    page.fill("#price", "79")
+    page.screenshot(path=screenshots / "creator-edit-product.png", full_page=True)
+    page.click("button:has-text('保存修改')")
+    page.wait_for_selector("p.flash-success")
+    assert "¥79.00" in page.locator("li.row", has_text="每日英语听力").inner_text()
+
     page.goto("/")
     page.click("text=每日英语听力")
     assert page.inner_text("h1") == "每日英语听力"
-    assert "¥99.00" in page.inner_text(".buy-box")
+    assert "¥79.00" in page.inner_text(".buy-box")
 
 
 def test_main_pages_do_not_overflow_a_phone_screen(site, phone, screenshots):
@@ -87,6 +95,12 @@ def test_main_pages_do_not_overflow_a_phone_screen(site, phone, screenshots):
     for path in ("/creator", "/creator/products", "/creator/products/new", "/creator/sales", "/creator/earnings"):
         page.goto(path)
         _fits(page, screenshots, path.strip("/").replace("/", "-"), path)
+    page.goto("/creator/products/new")
+    page.fill("#title", "写作训练营")
+    page.fill("#price", "199")
+    page.click("button:has-text('保存草稿')")
+    page.click("li.row >> text=编辑")
+    _fits(page, screenshots, "creator-product-edit", page.url)
 
 
 def _fits(page, screenshots, name: str, path: str) -> None:
