@@ -217,7 +217,8 @@ def _refuse_development_settings(env: dict[str, str], secret: str, keys: list[tu
     sandbox = sorted(k for k, v in env.items() if k.startswith("KNOWPAY_SANDBOX_") and v)
     if sandbox:
         raise ConfigError(f"the sandbox gateway does not run in production: unset {', '.join(sandbox)}")
-    for name in ("KNOWPAY_ALIPAY_GATEWAY", "KNOWPAY_WECHAT_GATEWAY", "KNOWPAY_STRIPE_API_BASE"):
+    for name in ("KNOWPAY_ALIPAY_GATEWAY", "KNOWPAY_WECHAT_GATEWAY", "KNOWPAY_WECHAT_OAUTH_BASE",
+                 "KNOWPAY_STRIPE_API_BASE"):
         if urlsplit(env.get(name, "")).netloc in SANDBOX_HOSTS:
             raise ConfigError(f"{name} points at the sandbox gateway; production talks to the real channel")
     if not base_url.startswith("https://"):

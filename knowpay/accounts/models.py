@@ -1,12 +1,12 @@
 """Account tables: Flask-Security's user and role models with KnowPay's opaque ids, tokens, API keys,
-and the recovery codes of two-factor sign-in."""
+the recovery codes of two-factor sign-in, and a buyer's WeChat openid."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from flask_security.models.sqla import FsModels, FsRoleMixin, FsUserMixin
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from knowpay.db import Base
@@ -93,3 +93,19 @@ class RecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column()
+
+
+class WeChatIdentity(Base):
+    """The openid WeChat's web authorisation gave for a user under one official account (app id), which
+    WeChat Pay's JSAPI needs. Personal data: `openid_encrypted` is FieldCipher-encrypted, bound to the row."""
+
+    __tablename__ = "wechat_identities"
+    __table_args__ = (UniqueConstraint("user_id", "app_id", name="uq_wechat_identities_user_app"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The unique (user_id, app_id) is the index by user.
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    app_id: Mapped[str] = mapped_column(String(32))
+    openid_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column()

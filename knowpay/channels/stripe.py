@@ -1,5 +1,6 @@
-"""The `stripe` channel: PaymentIntents (action `client_secret`), signed webhooks, refunds and balance
-transactions, spoken through Stripe's own Python library with its API base taken from settings.
+"""The `stripe` channel: PaymentIntents (action `client_secret`) or, with method `checkout`, a Checkout Session
+on Stripe's hosted page (action `redirect`); signed webhooks, refunds and balance transactions, spoken through
+Stripe's own Python library with its API base taken from settings.
 
 Stripe's statuses and event types are mapped to ours here, in one place. The same code talks to
 https://api.stripe.com in production and to `knowpay sandbox` on a developer's machine.
@@ -40,6 +41,7 @@ from knowpay.domain.money import check_amount
 
 if TYPE_CHECKING:
     from stripe.params import BalanceTransactionListParams, PaymentIntentCreateParams, RefundCreateParams
+    from stripe.params.checkout import SessionCreateParams
 
 DEFAULT_API_BASE = "https://api.stripe.com"
 DEFAULT_FEE_BPS = 290
@@ -55,6 +57,15 @@ INTENT_STATUSES = {"requires_payment_method": "pending", "requires_confirmation"
 REFUND_STATUSES = {"pending": "pending", "requires_action": "pending", "succeeded": "succeeded",
                    "failed": "failed", "canceled": "failed"}
 PAYMENT_EVENTS = {"payment_intent.succeeded": "succeeded", "payment_intent.payment_failed": "failed"}
+# A Checkout Session's own events. Its PaymentIntent carries our payment id too, so payment_intent.succeeded
+# comes as well: whichever arrives first captures, the other is a duplicate.
+CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
+                   "checkout.session.async_payment_failed")
+CHECKOUT_METHOD = "checkout"
+# Stripe takes a Checkout Session's expires_at from 30 minutes to 24 hours ahead; a minute more than the
+# least allows for the request's time in transit and for clock skew.
+CHECKOUT_MIN_SECONDS = 31 * 60
+CHECKOUT_MAX_SECONDS = 24 * 3600
 REFUND_EVENTS = ("refund.created", "refund.updated", "charge.refund.updated")
 # Balance transaction types that are money in or out for one of our payments; the rest (payouts,
 # Stripe's own fees, adjustments) are not payments and stay out of the bill.
@@ -142,6 +153,16 @@ def _metadata(obj: Mapping) -> dict:
     return metadata if isinstance(metadata, dict) else {}
 
 
+def _unix(moment: datetime) -> int:
+    """KnowPay's naive UTC time → Stripe's unix seconds."""
+    return int(moment.replace(tzinfo=UTC).timestamp())
+
+
+def _object_id(value: object) -> str | None:
+    """An id field that Stripe gives as the id, or as the object when expanded."""
+    return _text(value.get("id")) if isinstance(value, dict) else _text(value)
+
+
 def _signature_timestamp(header: str) -> int | None:
     """The `t=` of a Stripe-Signature header, as Stripe's library reads it (the first one)."""
     for item in header.split(","):
@@ -169,8 +190,11 @@ class StripeChannel:
 
     def create(self, request: PaymentRequest) -> Created:
         check_amount(request.amount)
+        if request.method == CHECKOUT_METHOD:
+            return self._create_checkout(request)
         if request.method is not None:
-            raise InvalidRequest("Stripe takes no method; leave it out.", code="invalid_method", param="method")
+            raise InvalidRequest(f"Stripe takes method {CHECKOUT_METHOD!r} or none.", code="invalid_method",
+                                 param="method")
         params: PaymentIntentCreateParams = {
             "amount": request.amount, "currency": request.currency.lower(),
             "automatic_payment_methods": {"enabled": True},
@@ -200,12 +224,54 @@ class StripeChannel:
         return Created(action=Action("client_secret", {"client_secret": client_secret}),
                        channel_trade_no=intent_id, extra=extra)
 
+    def _create_checkout(self, request: PaymentRequest) -> Created:
+        """A Checkout Session in payment mode: the buyer types the card on Stripe's hosted page, so no Stripe.js
+        has to load on ours. Its PaymentIntent (made when the buyer pays) carries our payment id as ours do."""
+        # The order's expiry when Stripe takes it, else the nearest it takes (whole minutes, so that a quick
+        # retry sends the same parameters with the same Idempotency-Key); close() expires it with the order.
+        now = int(self._clock())
+        earliest = -(-(now + CHECKOUT_MIN_SECONDS) // 60) * 60
+        expires_at = min(max(_unix(request.expires_at), earliest), now + CHECKOUT_MAX_SECONDS - 60)
+        metadata = {"payment_id": request.payment_id}
+        intent_data: dict = {"metadata": metadata}
+        if request.subject:
+            intent_data["description"] = request.subject[:1000]
+        params: SessionCreateParams = {
+            "mode": "payment", "payment_method_types": ["card"],
+            "line_items": [{"quantity": 1, "price_data": {
+                "currency": request.currency.lower(), "unit_amount": request.amount,
+                "product_data": {"name": request.subject[:250] or request.payment_id}}}],
+            "client_reference_id": request.payment_id, "metadata": metadata, "payment_intent_data": intent_data,
+            "success_url": request.return_url, "cancel_url": request.return_url, "expires_at": expires_at}
+        try:
+            session = self._data(self._reach(lambda: self._client.v1.checkout.sessions.create(
+                params, {"idempotency_key": request.payment_id})))
+        except stripe.IdempotencyError as exc:
+            raise Conflict(f"Stripe already holds another request for {request.payment_id}: {exc.user_message}",
+                           code="idempotency_conflict") from None
+        except (stripe.InvalidRequestError, stripe.CardError) as exc:
+            raise InvalidRequest(f"Stripe refused the payment: {exc.user_message}",
+                                 code=exc.code or "stripe_refused") from None
+        session_id, url = _text(session.get("id")), _text(session.get("url"))
+        if not session_id or not url:
+            raise ChannelUnavailable("Stripe answered a Checkout Session without id or url.")
+        # No channel_trade_no yet: that is the PaymentIntent, which exists once the buyer pays and which refunds
+        # name; capture records it from the event.
+        return Created(action=Action("redirect", {"url": url}), extra={"session_id": session_id})
+
     def query(self, payment_id: str) -> ChannelStatus:
         intent = self._find_intent(payment_id)
-        return ChannelStatus("not_found") if intent is None else self._intent_status(intent)
+        if intent is not None:
+            return self._intent_status(intent)
+        # A Checkout Session nobody has paid yet has no PaymentIntent.
+        return ChannelStatus("pending") if self._open_session(payment_id) else ChannelStatus("not_found")
 
     def close(self, payment_id: str) -> ChannelStatus:
-        """Cancel the intent if nobody paid it yet; the answer says what it is now (a paid intent stays paid)."""
+        """Expire its open Checkout Session, or cancel its intent, if nobody paid yet; the answer says what it
+        is now (a paid one stays paid)."""
+        session = self._open_session(payment_id)
+        if session is not None:
+            return self._expire(session["id"])
         intent = self._find_intent(payment_id)
         if intent is None:
             return ChannelStatus("not_found")
@@ -231,6 +297,65 @@ class StripeChannel:
         amount = intent.get("amount_received") if status == "succeeded" else intent.get("amount")
         currency = intent.get("currency")
         return ChannelStatus(status, channel_trade_no=_text(intent.get("id")),
+                             amount=amount if _is_amount(amount) else None,
+                             currency=currency.lower() if isinstance(currency, str) else None)
+
+    def _open_session(self, payment_id: str) -> dict | None:
+        """Our payment's Checkout Session while it is open, or None.
+
+        Stripe lists sessions but neither searches nor filters them by our id, so the open ones are read
+        (few: a session is open for 24 hours at most, ours about as long as their order) and ours picked out.
+        """
+        if not OUR_ID.match(payment_id):
+            raise InvalidRequest("That is not a KnowPay payment id.", code="invalid_payment_id")
+        since = int(self._clock()) - CHECKOUT_MAX_SECONDS
+
+        def scan() -> dict | None:
+            page = self._client.v1.checkout.sessions.list(
+                {"status": "open", "created": {"gte": since}, "limit": self._page_size})
+            for item in page.auto_paging_iter():
+                session = self._data(item)
+                if session.get("client_reference_id") == payment_id and _text(session.get("id")):
+                    return session
+            return None
+
+        try:
+            return self._reach(scan)
+        except stripe.InvalidRequestError as exc:
+            raise InvalidRequest(f"Stripe refused to list Checkout Sessions: {exc.user_message}",
+                                 code=exc.code or "stripe_refused") from None
+
+    def _expire(self, session_id: str) -> ChannelStatus:
+        try:
+            session = self._data(self._reach(lambda: self._client.v1.checkout.sessions.expire(session_id)))
+        except stripe.InvalidRequestError as exc:
+            # Paid (or expired) between our read and the expire: report what it is now.
+            session = self._retrieve_session(session_id)
+            if session.get("status") == "open":
+                raise InvalidRequest(f"Stripe refused to expire {session_id}: {exc.user_message}",
+                                     code=exc.code or "stripe_refused") from None
+        return self._session_status(session)
+
+    def _retrieve_session(self, session_id: str) -> dict:
+        try:
+            return self._data(self._reach(lambda: self._client.v1.checkout.sessions.retrieve(session_id)))
+        except stripe.InvalidRequestError as exc:
+            raise NotFound(f"Stripe does not know {session_id}: {exc.user_message}",
+                           code=exc.code or "resource_missing") from None
+
+    @staticmethod
+    def _session_status(session: dict) -> ChannelStatus:
+        state, paid = session.get("status"), session.get("payment_status") == "paid"
+        if state == "complete" and paid:
+            status = "succeeded"
+        elif state == "expired":
+            status = "closed"
+        elif state in ("open", "complete"):  # complete but unpaid: a delayed payment method is on its way
+            status = "pending"
+        else:
+            raise ChannelUnavailable(f"Stripe answered an unknown Checkout Session status {state!r}.")
+        amount, currency = session.get("amount_total"), session.get("currency")
+        return ChannelStatus(status, channel_trade_no=_object_id(session.get("payment_intent")),
                              amount=amount if _is_amount(amount) else None,
                              currency=currency.lower() if isinstance(currency, str) else None)
 
@@ -345,6 +470,11 @@ class StripeChannel:
                                 currency=currency.lower(), channel_trade_no=_text(obj.get("id")),
                                 event_id=event_id, occurred_at=occurred_at, details=details)
 
+        if event_type in CHECKOUT_EVENTS:
+            if obj.get("object") != "checkout.session":
+                raise malformed(f"{event_type} does not carry a checkout.session")
+            return self._checkout_notification(obj, event_type, event_id, occurred_at, details)
+
         refund = None
         if event_type in REFUND_EVENTS and obj.get("object") == "refund":
             refund = obj
@@ -360,6 +490,30 @@ class StripeChannel:
                             status="pending", amount=amount if _is_amount(amount) else 0,
                             currency=currency.lower() if isinstance(currency, str) else "",
                             channel_trade_no=_text(obj.get("id")) if obj.get("object") == "payment_intent" else None,
+                            event_id=event_id, occurred_at=occurred_at, details=details)
+
+    @staticmethod
+    def _checkout_notification(session: dict, event_type: str, event_id: str, occurred_at: datetime | None,
+                               seen: dict[str, str]) -> Notification:
+        payment_id = _text(_metadata(session).get("payment_id")) or _text(session.get("client_reference_id"))
+        if not payment_id:
+            raise NotificationRejected(
+                f"stripe webhook refused: {session.get('id')!r} names no payment_id, so it is no KnowPay payment")
+        amount, currency = session.get("amount_total"), session.get("currency")
+        if not _is_amount(amount) or not isinstance(currency, str):
+            raise NotificationRejected(
+                "stripe webhook refused: malformed event, the session's amount_total or currency is missing")
+        details = {**seen, "session_id": str(session.get("id")),
+                   "channel_status": f"{session.get('status')}/{session.get('payment_status')}"}
+        if event_type == "checkout.session.async_payment_failed":
+            status = "failed"
+            details["code"] = "async_payment_failed"
+            details["message"] = "Stripe reports the delayed payment failed."
+        else:
+            # Completed but unpaid: a delayed payment method, whose async_payment_* event follows.
+            status = "succeeded" if session.get("payment_status") == "paid" else "pending"
+        return Notification(kind="payment", payment_id=payment_id, status=status, amount=amount,
+                            currency=currency.lower(), channel_trade_no=_object_id(session.get("payment_intent")),
                             event_id=event_id, occurred_at=occurred_at, details=details)
 
     @staticmethod

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 CHANNELS = ("alipay", "wechat", "stripe", "wallet", "bank_transfer", "sandbox")
 METHODS = {"alipay": ("qr", "page", "wap"), "wechat": ("native", "jsapi", "h5"),
-           "sandbox": ("qr", "page", "wap")}
+           "stripe": ("checkout",), "sandbox": ("qr", "page", "wap")}
 INSTALLMENTS = (3, 6, 12)
 FIRST_QUERY_AFTER = timedelta(seconds=30)
 

@@ -248,6 +248,13 @@ class SandboxStore:
         with self._transaction() as db:
             return self._trade_by_out_no(db, merchant_id, out_trade_no, now)
 
+    def trades_since(self, merchant_id: str, *, channel: str, start: float, now: float) -> list[Trade]:
+        """One merchant's trades of one channel opened at or after `start`, newest first (Stripe lists them)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT trade_no FROM trades WHERE merchant_id = ? AND channel = ? AND created_at >= ?"
+                              " ORDER BY created_at DESC, trade_no DESC", (merchant_id, channel, start)).fetchall()
+            return [self._known_trade(db, row["trade_no"], now) for row in rows]
+
     def decide(self, trade_no: str, result: str, *, now: float, merchant_id: str | None = None) -> Trade:
         """The buyer pays or declines; the first decision wins and queues its notification.
 

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from knowpay.accounts import totp
-from knowpay.accounts.models import User
+from knowpay.accounts.models import User, WeChatIdentity
+from knowpay.accounts.wechat_identity import openid_context
 from knowpay.db import Database
 from knowpay.fieldcrypt import PREFIX, DecryptionError, FieldCipher
 from knowpay.payouts.models import Payout, PayoutAccount
@@ -42,6 +43,8 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
                     lambda row: f"payout_account:{row.creator_id}"),
     EncryptedColumn("payout destinations", Payout, "destination_encrypted", "id",
                     lambda row: f"payout_account:{row.creator_id}"),
+    EncryptedColumn("WeChat openids", WeChatIdentity, "openid_encrypted", "id",
+                    lambda row: openid_context(row.user_id, row.app_id)),
 )
 
 

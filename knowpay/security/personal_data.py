@@ -1,7 +1,7 @@
 """A user's personal data: export it as JSON, or delete the account.
 
 Deletion anonymises what identifies the person (e-mail, username, password, two-factor, sign-in
-traces, a creator's payout bank account) and revokes every token, but keeps orders, payments,
+traces, a creator's payout bank account, WeChat openids) and revokes every token, but keeps orders, payments,
 refunds, payouts and ledger postings, which the law requires us to keep; they now point at an
 account nobody can sign in to.
 """
@@ -18,8 +18,10 @@ from knowpay.access.models import Entitlement
 from knowpay.accounts import service as accounts
 from knowpay.accounts import totp
 from knowpay.accounts.models import AccessToken, User
+from knowpay.accounts.wechat_identity import export_openids, forget_openids
 from knowpay.catalog.models import Product
 from knowpay.domain.clock import Clock, isoformat
+from knowpay.fieldcrypt import FieldCipher
 from knowpay.orders.models import Order
 from knowpay.payments.models import Payment
 from knowpay.payouts.models import Payout, PayoutAccount
@@ -37,9 +39,11 @@ def deleted_email(user_id: str) -> str:
     return f"deleted-{user_id}@invalid"
 
 
-def export_personal_data(session: Session, user: User, *, currency: str, clock: Clock) -> dict[str, Any]:
+def export_personal_data(session: Session, user: User, *, currency: str, clock: Clock,
+                         cipher: FieldCipher) -> dict[str, Any]:
     """Everything we hold about the user, in the API's shapes (no password hash, keys or tokens);
-    support tickets are listed by subject and status (their messages are read at GET /tickets/{id})."""
+    support tickets are listed by subject and status (their messages are read at GET /tickets/{id}).
+    `cipher` reads what is encrypted at rest and belongs in the export (WeChat openids)."""
     orders = list(session.scalars(select(Order).where(Order.buyer_id == user.id).order_by(Order.created_at)))
     payments = list(session.scalars(select(Payment).where(Payment.buyer_id == user.id).order_by(Payment.created_at)))
     refunds = list(session.scalars(select(Refund).where(Refund.payment_id.in_([p.id for p in payments]))
@@ -64,6 +68,7 @@ def export_personal_data(session: Session, user: User, *, currency: str, clock: 
             "email_confirmed_at": isoformat(user.confirmed_at),
             "two_factor": {"enabled": user.totp_enabled,
                            "recovery_codes_left": totp.unused_recovery_codes(session, user.id)},
+            "wechat_openids": export_openids(session, cipher, user.id),
         },
         "sign_in_tokens": [{"id": t.id, "created_at": isoformat(t.created_at), "expires_at": isoformat(t.expires_at),
                             "revoked_at": isoformat(t.revoked_at)} for t in tokens],
@@ -89,6 +94,7 @@ def delete_account(session: Session, user: User, *, clock: Clock) -> None:
     accounts.revoke_all_tokens(session, user.id, clock=clock)
     totp.disable_totp(session, user)
     session.execute(delete(PayoutAccount).where(PayoutAccount.creator_id == user.id))
+    forget_openids(session, user.id)
     lockout.clear_account(session, original_email)
     user.email = deleted_email(user.id)
     user.username = None

@@ -363,3 +363,118 @@ def test_inside_wechat_the_qr_code_stays(ctx, phone_app, buyer, published_produc
     assert 'name="qr"' not in page
     payment_id = _start_payment(phone, published_product["id"], channel="wechat")
     assert _method_of(ctx, payment_id) == "native"
+
+
+# -- cards: Stripe's hosted Checkout page, opened from ours --------------------------------------------
+
+STRIPE_KEYS = {"stripe_secret_key": "sk_test_pages_0123456789", "stripe_webhook_secret": "whsec_pages_0123456789"}
+
+
+@pytest.fixture
+def card_app(settings, db, fake_channel, tmp_path):
+    """KnowPay with Stripe, whose adapter talks to the sandbox's imitation of Stripe over a real socket (Stripe's
+    library speaks HTTP); the sandbox's webhook events are handed to KnowPay by `deliver_stripe_events`."""
+    from werkzeug.serving import make_server
+
+    from knowpay.channels import Registry
+    from knowpay.channels.stripe import from_settings as stripe_from_settings
+    from knowpay.config import Settings
+    from knowpay.domain.clock import SystemClock
+    from knowpay.sandbox.app import create_sandbox_app
+    from knowpay.web import create_app
+    from tests.conftest import FAST_PASSWORDS
+
+    gateway = create_sandbox_app(Settings(instance_path=tmp_path / "stripe-sandbox", channel=dict(STRIPE_KEYS)),
+                                 notify_sync=True)
+    server = make_server("127.0.0.1", 0, gateway, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    adapter = stripe_from_settings(Settings(channel={**STRIPE_KEYS,
+                                                     "stripe_api_base": f"http://127.0.0.1:{server.server_port}"}))
+    app = ensure_pages(create_app(settings, db=db, clock=SystemClock(),
+                                  channels=Registry({"sandbox": fake_channel, "stripe": adapter}),
+                                  config={"TESTING": True, **FAST_PASSWORDS}))
+    app.extensions["stripe-sandbox"] = gateway
+    yield app
+    server.shutdown()
+    thread.join(5)
+    gateway.extensions["sandbox"].store.close()
+
+
+def deliver_stripe_events(app) -> int:
+    """Hand the sandbox's queued Stripe events, signed as it sends them, to KnowPay's /notify/stripe."""
+    sandbox = app.extensions["stripe-sandbox"].extensions["sandbox"]
+    client, sent = app.test_client(), 0
+    for delivery in sandbox.store.deliveries():
+        body, headers = sandbox.notifier.formats["stripe"].render(delivery, time.time())
+        assert client.post("/notify/stripe", data=body, headers=headers).status_code == 200
+        sent += 1
+    return sent
+
+
+def _card_payment(app, email: str, product_id: str, agent: str | None = None):
+    """Choose the card on the order summary → (the client, the payment id, the payment page it lands on)."""
+    client = app.test_client()
+    if agent:
+        client.environ_base["HTTP_USER_AGENT"] = agent
+    sign_in(client, email)
+    answer = post_form(client, f"/checkout/products/{product_id}", {"channel": "stripe"})
+    assert answer.status_code == 303, answer.get_data(as_text=True)[:800]
+    payment_id = re.fullmatch(r"/checkout/payments/(pay_\w+)\?open=1", answer.headers["Location"]).group(1)
+    return client, payment_id, client.get(answer.headers["Location"]).get_data(as_text=True)
+
+
+@pytest.mark.parametrize("agent", [None, IPHONE], ids=["desktop", "phone"])
+def test_a_card_opens_stripes_hosted_checkout_and_the_page_turns_to_success(ctx, card_app, buyer, published_product,
+                                                                          agent):
+    import requests
+    from html import unescape
+
+    summary = card_app.test_client()
+    sign_in(summary, buyer.email)
+    assert "在 Stripe 的安全页面上输入银行卡信息。" in summary.get(
+        f"/checkout/products/{published_product['id']}").get_data(as_text=True)
+
+    client, payment_id, opening = _card_payment(card_app, buyer.email, published_product["id"], agent)
+    assert _method_of(ctx, payment_id) == "checkout"
+    assert "/static/js/open-cashier.js" in opening and "前往银行卡支付页面" in opening
+    hosted = unescape(re.search(r'<a class="button button-primary" href="([^"]+)" data-pay-link>', opening).group(1))
+    assert re.match(r"http://127\.0\.0\.1:\d+/pay/sbx\w+\?redirect_url=", hosted)
+
+    page = requests.get(hosted, timeout=5)
+    assert "¥99.00" in page.text
+    action = unescape(re.search(r'<form method="post" action="([^"]+/pay\?[^"]+)"', page.text).group(1))
+    paid = requests.post(requests.compat.urljoin(hosted, action), timeout=5, allow_redirects=False)
+    # Stripe sends the buyer to success_url: KnowPay's payment page, with no ?open=1 to send them off again.
+    assert paid.headers["Location"] == f"{ctx.settings.base_url}/checkout/payments/{payment_id}"
+    waiting = client.get(f"/checkout/payments/{payment_id}").get_data(as_text=True)
+    assert "open-cashier.js" not in waiting and 'data-status="requires_action"' in waiting
+
+    assert deliver_stripe_events(card_app) == 1  # checkout.session.completed
+    assert client.get(f"/checkout/payments/{payment_id}/status").get_json()["status"] == "succeeded"
+    assert "支付成功" in client.get(f"/checkout/payments/{payment_id}/panel").get_data(as_text=True)
+
+
+def test_no_card_payment_is_a_dead_end_on_the_page(ctx, card_app, buyer, published_product):
+    """A card payment an app opened through the API (a PaymentIntent, for Stripe.js in that app) offers to pay by
+    card on Stripe's page instead."""
+    api = card_app.test_client()
+    order = api.post("/api/v1/orders", headers=buyer.headers,
+                     json={"items": [{"product_id": published_product["id"]}]}).get_json()
+    intent = api.post(f"/api/v1/orders/{order['id']}/payments", headers=buyer.headers,
+                      json={"channel": "stripe"}).get_json()
+    assert (intent["method"], intent["action"]["type"]) == (None, "client_secret")  # the API is unchanged
+    from knowpay.payments.models import Payment
+
+    with ctx.db.transaction() as session:
+        # Real Stripe gives a new intent no redirect (the sandbox's is its own pay page): only Stripe.js confirms it.
+        session.get(Payment, intent["id"]).channel_extra = {"intent_id": intent["channel_trade_no"]}
+
+    page = card_app.test_client()
+    sign_in(page, buyer.email)
+    html = page.get(f"/checkout/payments/{intent['id']}").get_data(as_text=True)
+    assert "无法在本页面完成银行卡支付" not in html  # "Card payments cannot be completed on this page yet"
+    assert "改为在这里用银行卡支付" in html
+    again = post_form(page, f"/checkout/orders/{order['id']}", {"channel": "stripe"})
+    card_id = re.fullmatch(r"/checkout/payments/(pay_\w+)\?open=1", again.headers["Location"]).group(1)
+    assert _method_of(ctx, card_id) == "checkout"

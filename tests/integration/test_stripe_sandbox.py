@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
+from urllib.parse import urljoin
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -506,3 +509,184 @@ def test_an_event_that_needs_no_action_is_stored_as_ignored(client, ctx, buyer, 
     assert (answer.status_code, answer.get_json()) == (200, {"received": True})
     assert [status for status, _ in _statuses(ctx)] == ["ignored"]
     assert _state(client, buyer, order, payment_) == ("requires_action", "pending")
+
+
+# -- Checkout Sessions (method `checkout`): the card form on Stripe's hosted page -------------------
+
+def checkout(*, expires_in: timedelta = timedelta(minutes=15), **changes) -> PaymentRequest:
+    request = payment(**changes)
+    return PaymentRequest(**{**request.__dict__, "method": "checkout",
+                             "expires_at": datetime.now(UTC).replace(tzinfo=None) + expires_in})
+
+
+def hosted_page(url: str) -> tuple[requests.Response, str]:
+    """The session's hosted page, and where its Pay button posts."""
+    page = requests.get(url, timeout=5)
+    action = re.search(r'<form method="post" action="([^"]+/pay\?[^"]+)"', page.text).group(1)
+    return page, urljoin(url, unescape(action))
+
+
+def pay_hosted(url: str, button: str = "pay") -> requests.Response:
+    """What a buyer's browser does on Stripe's hosted page: press the button (the answer is a redirect)."""
+    _, action = hosted_page(url)
+    return requests.post(action.replace("/pay?", f"/{button}?"), timeout=5, allow_redirects=False)
+
+
+def test_checkout_opens_one_hosted_session_per_payment_expiring_when_stripe_allows(stripe_sandbox):
+    now = time.time()
+    adapter = stripe_sandbox.adapter_with(clock=lambda: now)
+    request = checkout()
+    first, again = adapter.create(request), adapter.create(request)
+    assert first.action.type == "redirect" and first.channel_trade_no is None  # no PaymentIntent before paying
+    assert again == first
+    session = stripe_sandbox.client().v1.checkout.sessions.retrieve(first.extra["session_id"])
+    assert (session.mode, session.amount_total, session.currency) == ("payment", 9900, "cny")
+    assert (session.status, session.payment_status, session.payment_intent) == ("open", "unpaid", None)
+    assert session.client_reference_id == request.payment_id and session.metadata["payment_id"] == request.payment_id
+    assert session.success_url == session.cancel_url == request.return_url
+    assert session.url == first.action.data["url"]
+    # The order expires in 15 minutes, sooner than Stripe takes: the least it takes, in whole minutes.
+    assert session.expires_at == -(-(int(now) + 31 * 60) // 60) * 60
+    page, _ = hosted_page(session.url)
+    assert page.status_code == 200 and "¥99.00" in page.text and "Advanced Python" in page.text
+    assert adapter.query(request.payment_id).status == "pending"
+
+    later = checkout(expires_in=timedelta(hours=2))
+    session_id = adapter.create(later).extra["session_id"]
+    assert stripe_sandbox.client().v1.checkout.sessions.retrieve(session_id).expires_at == \
+        int(later.expires_at.replace(tzinfo=UTC).timestamp())
+
+
+def test_paying_on_the_hosted_page_sends_checkout_session_completed_and_returns_to_success_url(stripe_sandbox,
+                                                                                             endpoint):
+    request = checkout()
+    url = stripe_sandbox.adapter.create(request).action.data["url"]
+    paid = pay_hosted(url)
+    assert (paid.status_code, paid.headers["Location"]) == (303, request.return_url)
+    assert stripe_sandbox.deliver_due() == 1
+
+    [(headers, body)] = endpoint.received
+    event = stripe.Webhook.construct_event(body, headers["Stripe-Signature"], WEBHOOK_SECRET)
+    assert (event.type, event.data.object.status, event.data.object.payment_status) == (
+        "checkout.session.completed", "complete", "paid")
+    intent_id = event.data.object.payment_intent
+    note = stripe_sandbox.adapter.parse_notification(headers, body)
+    assert (note.payment_id, note.status, note.amount, note.currency) == (request.payment_id, "succeeded", 9900, "cny")
+    assert note.channel_trade_no == intent_id and intent_id.startswith("pi_")
+    intent = stripe_sandbox.client().v1.payment_intents.retrieve(intent_id)
+    assert (intent.status, intent.metadata["payment_id"]) == ("succeeded", request.payment_id)
+    assert stripe_sandbox.adapter.query(request.payment_id).channel_trade_no == intent_id
+    closed = stripe_sandbox.adapter.close(request.payment_id)
+    assert (closed.status, closed.channel_trade_no, closed.amount) == ("succeeded", intent_id, 9900)
+
+
+def test_a_card_declined_on_the_hosted_page_fails_the_payment(stripe_sandbox, endpoint):
+    request = checkout()
+    pay_hosted(stripe_sandbox.adapter.create(request).action.data["url"], "decline")
+    stripe_sandbox.deliver_due()
+    [(headers, body)] = endpoint.received
+    note = stripe_sandbox.adapter.parse_notification(headers, body)
+    assert (note.payment_id, note.status, note.details["code"]) == (request.payment_id, "failed", "generic_decline")
+    assert stripe_sandbox.adapter.query(request.payment_id).status == "failed"
+    assert stripe_sandbox.adapter.close(request.payment_id).status == "closed"
+
+
+def test_close_expires_an_open_session_which_then_cannot_be_paid(stripe_sandbox):
+    request = checkout()
+    created = stripe_sandbox.adapter.create(request)
+    assert stripe_sandbox.adapter.close(request.payment_id).status == "closed"
+    session = stripe_sandbox.client().v1.checkout.sessions.retrieve(created.extra["session_id"])
+    assert (session.status, session.url) == ("expired", None)
+    assert "closed" in requests.get(created.action.data["url"], timeout=5).text
+    with pytest.raises(stripe.InvalidRequestError, match="can be expired"):  # what Stripe says, through its library
+        stripe_sandbox.client().v1.checkout.sessions.expire(session.id)
+    # An expired session nobody paid left no PaymentIntent behind: nothing is left to close.
+    assert stripe_sandbox.adapter.close(request.payment_id).status == "not_found"
+    assert stripe_sandbox.adapter.query(request.payment_id).status == "not_found"
+
+
+def test_the_sandbox_refuses_sessions_stripe_would_refuse(stripe_sandbox):
+    client = stripe_sandbox.client()
+    base = {"mode": "payment", "success_url": "http://127.0.0.1:8000/done",
+            "line_items": [{"quantity": 1, "price_data": {"currency": "cny", "unit_amount": 100,
+                                                          "product_data": {"name": "A course"}}}]}
+    assert client.v1.checkout.sessions.create(base).status == "open"
+    for change, param in [({"expires_at": int(time.time()) + 600}, "expires_at"),
+                          ({"mode": "subscription"}, "mode"), ({"line_items": []}, "line_items")]:
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            client.v1.checkout.sessions.create({**base, **change})
+        assert refused.value.param == param
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.checkout.sessions.retrieve("cs_nothing")
+    assert (missing.value.http_status, missing.value.code) == (404, "resource_missing")
+
+
+def _checkout_payment(client, buyer, product) -> tuple[dict, dict]:
+    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product["id"]}]})
+    paying = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
+                         json={"channel": "stripe", "method": "checkout"})
+    assert paying.status_code == 201, paying.get_json()
+    return order.get_json(), paying.get_json()
+
+
+def test_paying_on_stripe_checkout_end_to_end_captures_once_whichever_event_comes(client, ctx, buyer,
+                                                                                   published_product, stripe_sandbox,
+                                                                                   endpoint):
+    order, payment_ = _checkout_payment(client, buyer, published_product)
+    assert (payment_["method"], payment_["action"]["type"], payment_["channel_trade_no"]) == (
+        "checkout", "redirect", None)
+
+    pay_hosted(payment_["action"]["url"])
+    assert stripe_sandbox.deliver_due() == 1  # checkout.session.completed, answered 2xx
+    paid = client.get(f"/api/v1/payments/{payment_['id']}", headers=buyer.headers).get_json()
+    assert paid["status"] == "succeeded" and paid["channel_trade_no"].startswith("pi_")
+    assert _state(client, buyer, order, payment_) == ("succeeded", "paid")
+
+    [(headers, completed)] = endpoint.received
+    assert client.post("/notify/stripe", data=completed, headers=headers).status_code == 200  # resent
+    # Stripe also sends payment_intent.succeeded for the session's intent, which carries our payment id too.
+    intent = stripe_sandbox.client().v1.payment_intents.retrieve(paid["channel_trade_no"]).to_dict()
+    succeeded = stripe_event("payment_intent.succeeded", intent, event_id="evt_intent_of_session")
+    assert client.post("/notify/stripe", data=succeeded, headers=signed(succeeded)).status_code == 200
+    assert [status for status, _ in _statuses(ctx)] == ["processed", "duplicate", "duplicate"]
+    with ctx.db.transaction(write=False) as session:
+        assert balance_of(session, "channel_fees:stripe:cny") == 287  # charged once
+        assert balance_of(session, "clearing:stripe:cny") == 9900 - 287
+        assert verify_ledger(session).ok
+
+    # Refunds name the intent the capture recorded.
+    made = client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": payment_["id"], "amount": 1900})
+    assert made.status_code == 201 and made.get_json()["status"] == "succeeded", made.get_json()
+
+
+def test_an_intent_event_first_then_the_sessions_event_captures_once(client, ctx, buyer, published_product,
+                                                                     stripe_sandbox):
+    order, payment_ = _checkout_payment(client, buyer, published_product)
+    pay_hosted(payment_["action"]["url"])  # paid at Stripe; its events are not delivered yet
+    session = next(s for s in stripe_sandbox.client().v1.checkout.sessions.list({"status": "complete"})
+                   if s.client_reference_id == payment_["id"]).to_dict()
+    intent = stripe_sandbox.client().v1.payment_intents.retrieve(session["payment_intent"]).to_dict()
+    first = stripe_event("payment_intent.succeeded", intent, event_id="evt_intent_first")
+    then = stripe_event("checkout.session.completed", session, event_id="evt_session_then")
+    for body in (first, then):
+        assert client.post("/notify/stripe", data=body, headers=signed(body)).status_code == 200
+    assert [status for status, _ in _statuses(ctx)] == ["processed", "duplicate"]
+    assert _state(client, buyer, order, payment_) == ("succeeded", "paid")
+
+
+def test_an_order_that_expires_expires_its_checkout_session(client, ctx, buyer, published_product, stripe_sandbox):
+    from sqlalchemy import update
+
+    from knowpay.orders.models import Order
+    from knowpay.payments.maintenance import expire_order
+    from knowpay.payments.models import Payment
+
+    order, payment_ = _checkout_payment(client, buyer, published_product)
+    with ctx.db.transaction() as session:
+        session.execute(update(Order).where(Order.id == order["id"])
+                        .values(expires_at=datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1)))
+        session_id = session.get(Payment, payment_["id"]).channel_extra["session_id"]
+    assert expire_order(ctx, order["id"]) is True
+    assert _state(client, buyer, order, payment_) == ("expired", "expired")
+    assert stripe_sandbox.client().v1.checkout.sessions.retrieve(session_id).status == "expired"
+    assert "closed" in requests.get(payment_["action"]["url"], timeout=5).text  # the buyer can no longer pay

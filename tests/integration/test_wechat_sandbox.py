@@ -95,6 +95,10 @@ class WeChatSandbox:
                                allow_redirects=False, timeout=5)
         assert answer.status_code == 303, answer.text
 
+    def confirm_jsapi(self, params: dict, **extra) -> requests.Response:
+        """The WeChat app, once the buyer confirms in the cashier getBrandWCPayRequest opened."""
+        return requests.post(f"{self.url}/wechat/jsapi/confirm", json={**params, **extra}, timeout=5)
+
     def callbacks(self, out_trade_no: str) -> list[tuple[dict[str, str], bytes]]:
         """Every callback the sandbox owes for this trade, rendered now as it would send them."""
         wire = self.gateway.notifier.formats["wechat"]
@@ -258,6 +262,54 @@ def test_a_jsapi_order_gets_one_prepay_id_and_front_end_parameters_signed_by_us(
     merchant_public.verify(base64.b64decode(params["paySign"]), message.encode(), padding.PKCS1v15(),
                            hashes.SHA256())
     assert json.loads(wechat.trade(order.payment_id).extra)["openid"] == "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+
+
+OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+
+
+def test_the_wechat_app_pays_a_jsapi_order_with_the_parameters_we_signed_and_it_is_called_back(wechat,
+                                                                                                receiver):
+    order = _order(receiver, method="jsapi", openid=OPENID)
+    params = wechat.channel.create(order).action.to_json()["params"]
+    answer = wechat.confirm_jsapi(params, openid=OPENID)
+    assert (answer.status_code, answer.json()) == (200, {"err_msg": "get_brand_wcpay_request:ok"})
+    assert wechat.deliver_due() == 1
+    [(headers, body)] = receiver.received
+    note = wechat.channel.parse_notification(headers, body)
+    assert (note.payment_id, note.status, note.details["trade_type"]) == (order.payment_id, "succeeded", "JSAPI")
+    assert wechat.wechatpayv3().callback(headers, body)["resource"]["payer"]["openid"] == OPENID
+    assert wechat.confirm_jsapi(params).json()["err_msg"] == "get_brand_wcpay_request:ok"  # again: no change
+    assert wechat.deliver_due() == 0
+
+
+def test_the_wechat_app_refuses_parameters_not_signed_for_this_trade_and_payer(wechat):
+    order = _order(method="jsapi", openid=OPENID)
+    params = wechat.channel.create(order).action.to_json()["params"]
+    refused = [
+        wechat.confirm_jsapi({**params, "nonceStr": params["nonceStr"] + "0"}),  # paySign no longer covers it
+        wechat.confirm_jsapi({**params, "appId": "wx0000000000000000"}),
+        wechat.confirm_jsapi({**params, "signType": "MD5"}),
+        wechat.confirm_jsapi({k: v for k, v in params.items() if k != "paySign"}),
+        wechat.confirm_jsapi(wechat.channel.jsapi_params("wx_not_a_prepay_id")),  # signed, but no such trade
+        wechat.confirm_jsapi(params, openid="oSomeoneElse00000000000000000"),  # another WeChat user
+    ]
+    for answer in refused:
+        assert answer.status_code == 400 and answer.json()["err_msg"] == "get_brand_wcpay_request:fail"
+        assert answer.json()["err_desc"]
+    assert wechat.channel.query(order.payment_id).status == "pending"
+
+
+def test_the_buyer_leaving_the_cashier_changes_nothing_and_a_decline_fails_the_trade(wechat, receiver):
+    order = _order(receiver, method="jsapi", openid=OPENID)
+    params = wechat.channel.create(order).action.to_json()["params"]
+    left = wechat.confirm_jsapi(params, result="cancel")
+    assert (left.status_code, left.json()["err_msg"]) == (200, "get_brand_wcpay_request:cancel")
+    assert wechat.channel.query(order.payment_id).status == "pending" and wechat.deliver_due() == 0
+    declined = wechat.confirm_jsapi(params, result="decline")
+    assert declined.json()["err_msg"] == "get_brand_wcpay_request:fail"
+    assert wechat.channel.query(order.payment_id).status == "failed"
+    assert wechat.deliver_due() == 1
+    assert wechat.channel.parse_notification(*receiver.received[0]).status == "failed"
 
 
 def test_query_and_close_follow_the_trade_and_a_paid_trade_stays_paid(wechat):

@@ -45,7 +45,21 @@ def test_other_channels_keep_their_own_method_on_a_phone(channel):
     assert phone_method(channel, IPHONE) is None
 
 
-def test_a_computer_and_wechats_browser_keep_the_qr_code():
+def test_a_computer_keeps_the_qr_code():
     assert phone_method("alipay", DESKTOP) is None and phone_method("wechat", DESKTOP) is None
-    # Inside WeChat, H5 is refused and Alipay's pages are blocked; JSAPI needs an openid the pages lack.
-    assert phone_method("alipay", WECHAT) is None and phone_method("wechat", WECHAT) is None
+
+
+def test_inside_wechat_wechat_pay_opens_in_the_page_once_the_openid_is_known():
+    assert phone_method("wechat", WECHAT, wechat_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o") == "jsapi"
+    # Until then (no app secret, authorisation failed): the QR code page, never H5, which WeChat refuses.
+    assert phone_method("wechat", WECHAT) is None
+
+
+def test_inside_wechat_alipay_keeps_the_qr_code():
+    # Alipay's pages are blocked inside WeChat; an openid changes nothing for Alipay.
+    assert phone_method("alipay", WECHAT, wechat_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o") is None
+
+
+def test_an_openid_outside_wechat_changes_nothing():
+    assert phone_method("wechat", IPHONE, wechat_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o") == "h5"
+    assert phone_method("wechat", DESKTOP, wechat_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o") is None

@@ -12,9 +12,10 @@ from datetime import datetime
 import pytest
 import stripe
 
-from knowpay.channels.base import NotificationRejected
+from knowpay.channels.base import NotificationRejected, PaymentRequest
 from knowpay.channels.stripe import StripeChannel, StripeConfig, from_settings
 from knowpay.config import ConfigError, Settings
+from knowpay.domain.errors import InvalidRequest
 
 WEBHOOK_SECRET = "whsec_unit_test_secret"
 PAYMENT_ID = "pay_01hunittest"
@@ -151,6 +152,60 @@ def test_a_succeeded_intent_reports_the_amount_received(channel):
 def test_an_intent_without_our_payment_id_is_refused(channel):
     body = event("payment_intent.succeeded", intent(metadata={}))
     assert "no metadata.payment_id" in rejected(channel, signed(body), body)
+
+
+def checkout_session(payment_status: str = "paid", *, status: str = "complete", **extra) -> dict:
+    return {"id": "cs_test_unit", "object": "checkout.session", "mode": "payment", "amount_total": 9900,
+            "currency": "cny", "status": status, "payment_status": payment_status, "client_reference_id": PAYMENT_ID,
+            "metadata": {"payment_id": PAYMENT_ID},
+            "payment_intent": "pi_3unit" if payment_status == "paid" else None, **extra}
+
+
+def test_a_paid_checkout_session_is_a_succeeded_payment_of_its_intent(channel):
+    body = event("checkout.session.completed", checkout_session())
+    note = channel.parse_notification(signed(body), body)
+    assert (note.kind, note.payment_id, note.status) == ("payment", PAYMENT_ID, "succeeded")
+    # The intent, not the session: the same trade number as payment_intent.succeeded, which refunds name.
+    assert (note.amount, note.currency, note.channel_trade_no) == (9900, "cny", "pi_3unit")
+    assert note.details["session_id"] == "cs_test_unit"
+
+
+def test_an_expanded_payment_intent_on_a_session_is_read_by_its_id(channel):
+    body = event("checkout.session.completed", checkout_session(payment_intent={"id": "pi_3unit",
+                                                                                "object": "payment_intent"}))
+    assert channel.parse_notification(signed(body), body).channel_trade_no == "pi_3unit"
+
+
+@pytest.mark.parametrize("event_type, payment_status, expected", [
+    ("checkout.session.completed", "unpaid", "pending"),  # a delayed method: its async event follows
+    ("checkout.session.async_payment_succeeded", "paid", "succeeded"),
+    ("checkout.session.async_payment_failed", "unpaid", "failed"),
+    ("checkout.session.expired", "unpaid", "pending"),  # nothing to do: the order's expiry closes the payment
+])
+def test_checkout_session_events_map_to_our_statuses(channel, event_type, payment_status, expected):
+    status = "expired" if event_type.endswith("expired") else "complete"
+    body = event(event_type, checkout_session(payment_status, status=status))
+    note = channel.parse_notification(signed(body), body)
+    assert (note.payment_id, note.status) == (PAYMENT_ID, expected)
+
+
+def test_a_session_without_our_payment_id_is_refused(channel):
+    body = event("checkout.session.completed", checkout_session(metadata={}, client_reference_id=None))
+    assert "names no payment_id" in rejected(channel, signed(body), body)
+
+
+def test_a_checkout_event_that_carries_no_session_is_refused(channel):
+    body = event("checkout.session.completed", intent())
+    assert "does not carry a checkout.session" in rejected(channel, signed(body), body)
+
+
+def test_stripe_takes_the_checkout_method_or_none(channel):
+    request = PaymentRequest(payment_id=PAYMENT_ID, amount=9900, currency="cny", subject="A course", method="qr",
+                             notify_url="http://127.0.0.1/notify/stripe", return_url="http://127.0.0.1/done",
+                             expires_at=datetime(2026, 11, 25, 10, 0))
+    with pytest.raises(InvalidRequest) as refused:
+        channel.create(request)
+    assert (refused.value.code, refused.value.param) == ("invalid_method", "method")
 
 
 @pytest.mark.parametrize("event_type", ["refund.created", "refund.updated", "charge.refund.updated"])

@@ -1,9 +1,10 @@
 """Stripe's `/v1` API and signed webhook events, imitated inside the sandbox gateway.
 
-KnowPay's `stripe` adapter, pointed here by KNOWPAY_STRIPE_API_BASE, opens PaymentIntents through
-Stripe's own library (form-encoded bodies, Bearer secret key, Idempotency-Key); a person pays on the
-shared pay page; the gateway then POSTs Stripe events signed with the webhook secret to
-KNOWPAY_BASE_URL/notify/stripe, as the webhook endpoint registered in Stripe's dashboard would be.
+KnowPay's `stripe` adapter, pointed here by KNOWPAY_STRIPE_API_BASE, opens PaymentIntents and Checkout
+Sessions through Stripe's own library (form-encoded bodies, Bearer secret key, Idempotency-Key); a person
+pays on the shared pay page (a session's hosted page, which then goes to its success_url); the gateway then
+POSTs Stripe events signed with the webhook secret to KNOWPAY_BASE_URL/notify/stripe, as the webhook
+endpoint registered in Stripe's dashboard would be.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
@@ -50,6 +52,12 @@ INTENT_LIFETIME_SECONDS = 24 * 3600
 INTENT_STATUSES = {TradeStatus.WAIT_BUYER_PAY: "requires_action", TradeStatus.SUCCESS: "succeeded",
                    # A declined attempt leaves a Stripe intent waiting for another payment method.
                    TradeStatus.DECLINED: "requires_payment_method", TradeStatus.CLOSED: "canceled"}
+# A Checkout Session after a declined card stays open on Stripe, for another card.
+SESSION_STATUSES = {TradeStatus.WAIT_BUYER_PAY: "open", TradeStatus.DECLINED: "open",
+                    TradeStatus.SUCCESS: "complete", TradeStatus.CLOSED: "expired"}
+SESSION_LIFETIME = (30 * 60, 24 * 3600)  # expires_at may be this far ahead, least and most (Stripe's rule)
+SESSION_PARAMS = ("mode", "line_items", "payment_method_types", "client_reference_id", "metadata",
+                  "payment_intent_data", "success_url", "cancel_url", "expires_at", "customer_email", "locale")
 DECLINE = {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
            "message": "Your card was declined."}
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
@@ -134,13 +142,42 @@ def _refund_extra(refund: Refund) -> dict:
     return extra if isinstance(extra, dict) else {}
 
 
+def _checkout(trade: Trade) -> dict | None:
+    """A Checkout Session's own facts (urls, client_reference_id, metadata); None for a bare PaymentIntent."""
+    facts = _extra(trade).get("checkout")
+    return facts if isinstance(facts, dict) else None
+
+
+def has_intent(trade: Trade) -> bool:
+    """A Checkout Session makes its PaymentIntent only when the buyer pays, or tries to."""
+    return _checkout(trade) is None or trade.status in (TradeStatus.SUCCESS, TradeStatus.DECLINED)
+
+
+def session_json(trade: Trade, *, public_url: str, status: str | None = None) -> dict:
+    facts = _checkout(trade) or {}
+    status = status or SESSION_STATUSES[TradeStatus(trade.status)]
+    # The hosted page is the shared pay page, which sends the buyer on to success_url once decided (the
+    # sandbox's decline is final, so staying on the page would not help either).
+    url = f"{public_url}/pay/{trade.trade_no}?{urlencode({'redirect_url': facts.get('success_url', '')})}"
+    return {
+        "id": f"cs_{trade.trade_no}", "object": "checkout.session", "amount_subtotal": trade.amount,
+        "amount_total": trade.amount, "cancel_url": facts.get("cancel_url"),
+        "client_reference_id": facts.get("client_reference_id"), "created": int(trade.created_at),
+        "currency": trade.currency.lower(), "expires_at": int(trade.expires_at), "livemode": False,
+        "metadata": facts.get("metadata", {}), "mode": "payment",
+        "payment_intent": f"pi_{trade.trade_no}" if has_intent(trade) else None, "payment_method_types": ["card"],
+        "payment_status": "paid" if trade.status == TradeStatus.SUCCESS else "unpaid", "status": status,
+        "success_url": facts.get("success_url"), "url": url if status == "open" else None,
+    }
+
+
 def intent_json(trade: Trade, *, public_url: str, status: str | None = None) -> dict:
     extra = _extra(trade)
     intent_id = f"pi_{trade.trade_no}"
     status = status or INTENT_STATUSES[TradeStatus(trade.status)]
     paid = trade.status == TradeStatus.SUCCESS
     next_action = None
-    if status == "requires_action":
+    if status == "requires_action" and _checkout(trade) is None:
         # Where Stripe.js would take the buyer to confirm (3-D Secure); here, the shared pay page.
         next_action = {"type": "redirect_to_url",
                        "redirect_to_url": {"url": f"{public_url}/pay/{trade.trade_no}", "return_url": trade.return_url}}
@@ -208,6 +245,10 @@ def event_json(delivery: Delivery, trade: Trade, refund: Refund | None, *, publi
         if refund is None:
             raise LookupError(f"refund {facts.get('out_refund_no')!r} of {delivery.notify_id} vanished")
         event_type, obj = "refund.created", refund_json(refund, trade, public_url=public_url)
+    elif facts.get("status") == TradeStatus.SUCCESS and _checkout(trade) is not None:
+        # What Checkout fulfilment listens to. (Stripe sends payment_intent.succeeded as well; the sandbox
+        # queues one event per decision, and KnowPay takes either.)
+        event_type, obj = "checkout.session.completed", session_json(trade, public_url=public_url)
     elif facts.get("status") == TradeStatus.SUCCESS:
         event_type, obj = "payment_intent.succeeded", intent_json(trade, public_url=public_url, status="succeeded")
     else:
@@ -353,6 +394,46 @@ def _text(params: dict, name: str, *, max_length: int) -> str | None:
     return value
 
 
+def _http_url(params: dict, name: str, *, required: bool) -> str | None:
+    value = _text(params, name, max_length=5000)
+    if value is None and required:
+        raise StripeApiError(400, f"Missing required param: {name}.", code="parameter_missing", param=name)
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise StripeApiError(400, f"Not a valid URL: {name}", code="url_invalid", param=name)
+    return value
+
+
+def _line_items(params: dict) -> tuple[int, str, str]:
+    """Checkout's `line_items` with inline `price_data` → (amount total, currency, names for the page)."""
+    items = params.get("line_items")
+    if not isinstance(items, list) or not items:
+        raise StripeApiError(400, "Missing required param: line_items.", code="parameter_missing", param="line_items")
+    total, currencies, names = 0, set(), []
+    for number, item in enumerate(items):
+        where = f"line_items[{number}]"
+        price = item.get("price_data") if isinstance(item, dict) else None
+        if not isinstance(price, dict) or set(item) - {"quantity", "price_data"} \
+                or set(price) - {"currency", "unit_amount", "product_data"}:
+            raise StripeApiError(400, f"The sandbox takes {where} as quantity and price_data (currency, unit_amount, "
+                                      "product_data) only.", code="parameter_invalid", param=where)
+        quantity = _integer(item, "quantity", required=True, high=999_999) or 1
+        unit_amount = _integer(price, "unit_amount", required=True) or 0
+        currencies.add(_currency(price))
+        product = price.get("product_data")
+        name = _text(product, "name", max_length=250) if isinstance(product, dict) else None
+        if name is None:
+            raise StripeApiError(400, f"Missing required param: {where}[price_data][product_data][name].",
+                                 code="parameter_missing", param=f"{where}[price_data][product_data][name]")
+        total += quantity * unit_amount
+        names.append(name)
+    if len(currencies) != 1:
+        raise StripeApiError(400, "All line items must be in one currency.", code="parameter_invalid",
+                             param="line_items")
+    if total > MAX_AMOUNT:
+        raise StripeApiError(400, "The line items add up to too much.", code="amount_too_large", param="line_items")
+    return total, currencies.pop(), "; ".join(names)[:256]
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 255:
@@ -423,8 +504,14 @@ class StripeSandbox:
 
     def trade(self, intent_id: str, *, param: str = "intent") -> Trade:
         trade = self.store.trade(intent_id[3:], now=time.time()) if intent_id.startswith("pi_") else None
-        if trade is None or trade.channel != CHANNEL or trade.merchant_id != self.account:
+        if trade is None or trade.channel != CHANNEL or trade.merchant_id != self.account or not has_intent(trade):
             raise _missing("payment_intent", intent_id, param)
+        return trade
+
+    def session(self, session_id: str) -> Trade:
+        trade = self.store.trade(session_id[3:], now=time.time()) if session_id.startswith("cs_") else None
+        if trade is None or trade.channel != CHANNEL or trade.merchant_id != self.account or _checkout(trade) is None:
+            raise _missing("checkout.session", session_id, "session")
         return trade
 
     def refunds_of(self, trade: Trade | None) -> list[tuple[Refund, Trade]]:
@@ -521,7 +608,8 @@ def _blueprint(sandbox: StripeSandbox) -> Blueprint:
         # Found through the trade number the Idempotency-Key gave it: KnowPay's adapter uses its payment id
         # as both the key and metadata.payment_id, so that is what this imitation can find.
         trade = store.find_trade(sandbox.account, value, now=time.time())
-        found = [] if trade is None or trade.channel != CHANNEL or _extra(trade).get("metadata", {}).get(name) != value \
+        found = [] if trade is None or trade.channel != CHANNEL or not has_intent(trade) \
+            or _extra(trade).get("metadata", {}).get(name) != value \
             else [intent_json(trade, public_url=sandbox.public_url())]
         return jsonify(object="search_result", data=found, has_more=False, next_page=None,
                        url="/v1/payment_intents/search")
@@ -555,6 +643,90 @@ def _blueprint(sandbox: StripeSandbox) -> Blueprint:
             raise StripeApiError(400, "You cannot cancel this PaymentIntent because it has a status of succeeded.",
                                  code="payment_intent_unexpected_state")
         return jsonify(intent_json(closed or trade, public_url=sandbox.public_url()))
+
+    # -- checkout sessions -------------------------------------------------------------------------
+
+    @bp.post("/checkout/sessions")
+    def create_session():
+        params = _params(SESSION_PARAMS)
+        if params.get("mode") != "payment":
+            raise StripeApiError(400, "The sandbox imitates Checkout in payment mode only.", code="parameter_invalid",
+                                 param="mode")
+        if params.get("payment_method_types", ["card"]) != ["card"]:
+            raise StripeApiError(400, "The sandbox takes cards only.", code="parameter_invalid",
+                                 param="payment_method_types")
+        amount, currency, names = _line_items(params)
+        now = time.time()
+        least, most = SESSION_LIFETIME
+        expires_at = _integer(params, "expires_at", required=False, low=0, high=2**40) or int(now) + most
+        if not now + least <= expires_at <= now + most:
+            raise StripeApiError(400, "The `expires_at` timestamp must be between 30 minutes and 24 hours from "
+                                      "Checkout Session creation.", code="parameter_invalid", param="expires_at")
+        intent_data = params.get("payment_intent_data", {})
+        if not isinstance(intent_data, dict) or set(intent_data) - {"metadata", "description"}:
+            raise StripeApiError(400, "The sandbox takes payment_intent_data[metadata] and [description] only.",
+                                 code="parameter_invalid", param="payment_intent_data")
+        success_url = _http_url(params, "success_url", required=True)
+        facts = {"success_url": success_url, "cancel_url": _http_url(params, "cancel_url", required=False),
+                 "client_reference_id": _text(params, "client_reference_id", max_length=200),
+                 "metadata": _metadata(params), "expires_at": expires_at}
+        intent_metadata = _metadata(intent_data)
+        description = _text(intent_data, "description", max_length=1000)
+        out_trade_no = _idempotency_key() or GENERATED + secrets.token_hex(12)
+        try:
+            trade, created = store.create_trade(
+                sandbox.account, out_trade_no=out_trade_no, amount=amount, currency=currency.upper(), subject=names,
+                notify_url=sandbox.webhook_url, return_url=facts["cancel_url"] or success_url,
+                expires_at=float(expires_at), now=now, channel=CHANNEL,
+                extra={"secret": secrets.token_hex(12), "metadata": intent_metadata, "description": description,
+                       "checkout": facts})
+        except GatewayError as exc:
+            if exc.code == "out_trade_no_conflict":
+                raise _idempotency_error(out_trade_no) from None
+            raise StripeApiError(400, exc.message, code=exc.code) from None
+        extra = _extra(trade)
+        if not created and (trade.channel != CHANNEL or extra.get("checkout") != facts
+                            or extra.get("metadata") != intent_metadata or extra.get("description") != description):
+            raise _idempotency_error(out_trade_no)
+        response = jsonify(session_json(trade, public_url=sandbox.public_url()))
+        if not created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
+
+    @bp.get("/checkout/sessions")
+    def list_sessions():
+        params = _params(("status", "created", "payment_intent", "limit", "starting_after", "ending_before"))
+        wanted = _text(params, "status", max_length=20)
+        if wanted not in (None, "open", "complete", "expired"):
+            raise StripeApiError(400, f"Invalid status: {wanted[:20]}", code="parameter_invalid", param="status")
+        intent = _text(params, "payment_intent", max_length=255)
+        start, end = _created_range(params)
+        sessions = [session_json(t, public_url=sandbox.public_url())
+                    for t in store.trades_since(sandbox.account, channel=CHANNEL, start=start, now=time.time())
+                    if _checkout(t) is not None and t.created_at < end]
+        sessions = [s for s in sessions if (wanted is None or s["status"] == wanted)
+                    and (intent is None or s["payment_intent"] == intent)]
+        return jsonify(_page(sessions, params, "/v1/checkout/sessions"))
+
+    @bp.get("/checkout/sessions/<session_id>")
+    def retrieve_session(session_id: str):
+        _params(())
+        return jsonify(session_json(sandbox.session(session_id), public_url=sandbox.public_url()))
+
+    @bp.post("/checkout/sessions/<session_id>/expire")
+    def expire_session(session_id: str):
+        _params(())
+        trade = sandbox.session(session_id)
+        if trade.status == TradeStatus.DECLINED:
+            # The store's decline is final, so nothing can pay this session any more: answered as Stripe would.
+            return jsonify(session_json(trade, public_url=sandbox.public_url(), status="expired"))
+        if trade.status == TradeStatus.WAIT_BUYER_PAY:
+            trade = store.close_trade(sandbox.account, trade.out_trade_no, now=time.time()) or trade
+            if trade.status == TradeStatus.CLOSED:
+                return jsonify(session_json(trade, public_url=sandbox.public_url()))
+        # Already expired, or complete (perhaps paid at this very moment).
+        raise StripeApiError(400, 'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout '
+                                  f"Session has a status of `{SESSION_STATUSES[TradeStatus(trade.status)]}`.")
 
     # -- refunds -----------------------------------------------------------------------------------
 

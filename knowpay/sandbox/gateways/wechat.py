@@ -1,4 +1,6 @@
-"""WeChat Pay API v3 inside the sandbox gateway: the merchant REST paths, signed answers, encrypted callbacks.
+"""WeChat Pay API v3 inside the sandbox gateway: the merchant REST paths, signed answers, encrypted callbacks;
+and the buyer's side of WeChat that JSAPI needs: the official account's web authorisation and the payment
+the WeChat app makes when the buyer confirms in the cashier `getBrandWCPayRequest` opened.
 
 Each request's WECHATPAY2-SHA256-RSA2048 `Authorization` is checked with the merchant's public key; answers
 use WeChat Pay's JSON shapes and `{"code", "message"}` errors, signed with the sandbox's own "WeChat Pay
@@ -7,7 +9,9 @@ platform" key. Trades live in the shared store (channel `wechat`), so the shared
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -20,11 +24,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, redirect, render_template, request
 
 from knowpay.channels.http import encode_json
 from knowpay.channels.wechat import (
@@ -71,6 +75,15 @@ BILL_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,
                "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,"
                "商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注")
 BILL_SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+OAUTH_CODE_SECONDS = 300  # as at WeChat: a code is used once, and expires unused after five minutes
+OAUTH_CODES_KEPT = 1024  # used codes are remembered a while, to answer "code been used" as WeChat does
+OAUTH_SCOPES = ("snsapi_base", "snsapi_userinfo")
+OAUTH_STATE = re.compile(r"^[A-Za-z0-9]{0,128}$")
+# The sandbox's stand-in for "the WeChat user of this browser": a random id in a cookie of the sandbox's.
+WECHAT_USER_COOKIE = "sandbox_wechat_user"
+WECHAT_USER = re.compile(r"^[0-9a-f]{32}$")
+BRIDGE_OK, BRIDGE_CANCEL, BRIDGE_FAIL = ("get_brand_wcpay_request:ok", "get_brand_wcpay_request:cancel",
+                                         "get_brand_wcpay_request:fail")
 
 
 @dataclass(frozen=True)
@@ -104,15 +117,51 @@ class PlatformConfig:
                    cert_serial=env.get("wechat_cert_serial") or None)
 
 
+@dataclass(frozen=True)
+class OfficialAccount:
+    """The official account whose web authorisation the sandbox plays (KNOWPAY_WECHAT_APP_ID, _APP_SECRET)."""
+
+    app_id: str
+    app_secret: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OfficialAccount | None:
+        app_id, secret = (settings.channel.get(name) or "" for name in ("wechat_app_id", "wechat_app_secret"))
+        return cls(app_id, secret) if app_id and secret else None
+
+
+class PrepayIds:
+    """prepay_id → out_trade_no of the JSAPI trades opened here, for the WeChat app's confirmation. In
+    memory: a restarted sandbox answers an older prepay_id as WeChat answers an expired one."""
+
+    def __init__(self) -> None:
+        self._trades: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, prepay_id: str, out_trade_no: str) -> None:
+        with self._lock:
+            self._trades[prepay_id] = out_trade_no
+
+    def trade_of(self, prepay_id: str) -> str | None:
+        with self._lock:
+            return self._trades.get(prepay_id)
+
+
 def install(app: Flask, gateway, settings: Settings) -> WeChatCallbacks:
-    """Add the v3 paths when configured; without keys the sandbox runs on and these callbacks wait."""
+    """Add the v3 paths and the JSAPI confirmation when keys are configured, and the web authorisation when
+    the official account's secret is; without them the sandbox runs on and these callbacks wait."""
     try:
         config = PlatformConfig.from_settings(settings)
     except ConfigError as exc:
         log.error("the sandbox's WeChat Pay imitation is off: %s", exc)
         config = None
     if config is not None:
-        app.register_blueprint(_blueprint(gateway, config))
+        prepays = PrepayIds()
+        app.register_blueprint(_blueprint(gateway, config, prepays))
+        app.register_blueprint(_jsapi_blueprint(gateway, config, prepays))
+    account = OfficialAccount.from_settings(settings)
+    if account is not None:
+        app.register_blueprint(_oauth_blueprint(account))
     return WeChatCallbacks(gateway.store, config)
 
 
@@ -315,7 +364,7 @@ def _authenticate(config: PlatformConfig) -> None:
         raise refuse("the signature does not verify with the merchant's public key")
 
 
-def _blueprint(gateway, config: PlatformConfig) -> Blueprint:
+def _blueprint(gateway, config: PlatformConfig, prepays: PrepayIds) -> Blueprint:
     bp = Blueprint("wechat_v3", __name__)
     store, notifier = gateway.store, gateway.notifier
     merchant_id = MERCHANT_PREFIX + config.mch_id
@@ -396,7 +445,9 @@ def _blueprint(gateway, config: PlatformConfig) -> Blueprint:
             if trade.status != TradeStatus.WAIT_BUYER_PAY:
                 raise GatewayError(400, "ORDER_CLOSED", "订单已关闭 · the order is closed")
         if trade_type == "JSAPI":
-            return _answer({"prepay_id": _extra(trade)["prepay_id"]})
+            prepay_id = _extra(trade)["prepay_id"]
+            prepays.remember(prepay_id, trade.out_trade_no)
+            return _answer({"prepay_id": prepay_id})
         if trade_type == "MWEB":
             # WeChat's cashier page; the merchant appends redirect_url, where the pay page returns the buyer.
             prepay_id = _extra(trade)["prepay_id"]
@@ -507,6 +558,140 @@ def _blueprint(gateway, config: PlatformConfig) -> Blueprint:
     return bp
 
 
+# -- the buyer's side: the official account's web authorisation ------------------------------------------
+
+def _sandbox_openid(app_id: str, wechat_user: str) -> str:
+    """An openid shaped like WeChat's (28 characters from "o"), stable for one user under one app id."""
+    digest = hashlib.sha256(f"{app_id}:{wechat_user}".encode()).digest()
+    return "o" + base64.urlsafe_b64encode(digest).decode("ascii")[:27]
+
+
+def _oauth_blueprint(account: OfficialAccount) -> Blueprint:
+    """open.weixin.qq.com's authorisation page and api.weixin.qq.com's code exchange, on the sandbox's
+    address. Scope snsapi_base is silent: the page sends the browser straight back with a code."""
+    bp = Blueprint("wechat_oauth", __name__)
+    # code → (openid, scope, expires_at, used)
+    codes: OrderedDict[str, tuple[str, str, float, bool]] = OrderedDict()
+    codes_lock = threading.Lock()
+
+    def refuse_page(message: str) -> tuple[str, int]:
+        # WeChat shows an error page in the browser rather than returning to a doubtful redirect_uri.
+        return render_template("error.html", message=message), 400
+
+    @bp.get("/connect/oauth2/authorize")
+    def authorize():
+        args = request.args
+        if args.get("appid") != account.app_id:
+            return refuse_page("appid 参数错误 · appid is not the official account's")
+        if args.get("response_type") != "code":
+            return refuse_page("response_type 须为 code · response_type must be code")
+        scope = args.get("scope", "")
+        if scope not in OAUTH_SCOPES:
+            return refuse_page("scope 参数错误 · scope must be snsapi_base or snsapi_userinfo")
+        state = args.get("state", "")
+        if not OAUTH_STATE.match(state):
+            return refuse_page("state 须为最多 128 个字母或数字 · state: at most 128 letters and digits")
+        redirect_uri = args.get("redirect_uri", "")
+        target = urlsplit(redirect_uri)
+        if target.scheme not in ("http", "https") or not target.netloc or len(redirect_uri) > 1024:
+            return refuse_page("redirect_uri 参数错误 · redirect_uri must be an http(s) URL")
+        known = request.cookies.get(WECHAT_USER_COOKIE, "")
+        wechat_user = known if WECHAT_USER.match(known) else secrets.token_hex(16)
+        code = secrets.token_urlsafe(24)
+        with codes_lock:
+            codes[code] = (_sandbox_openid(account.app_id, wechat_user), scope,
+                           time.time() + OAUTH_CODE_SECONDS, False)
+            while len(codes) > OAUTH_CODES_KEPT:
+                codes.popitem(last=False)
+        joiner = "&" if target.query else "?"
+        back = redirect(f"{redirect_uri}{joiner}{urlencode({'code': code, 'state': state})}", code=302)
+        back.set_cookie(WECHAT_USER_COOKIE, wechat_user, max_age=365 * 24 * 3600, httponly=True,
+                        samesite="Lax")
+        return back
+
+    @bp.get("/sns/oauth2/access_token")
+    def access_token():
+        args = request.args
+
+        def refused(errcode: int, errmsg: str) -> Response:
+            # Like WeChat: a refusal is HTTP 200 with errcode and errmsg.
+            return _answer({"errcode": errcode, "errmsg": errmsg})
+
+        if args.get("grant_type") != "authorization_code":
+            return refused(40002, "invalid grant_type")
+        if args.get("appid") != account.app_id:
+            return refused(40013, "invalid appid")
+        if not hmac.compare_digest(args.get("secret", "").encode(), account.app_secret.encode()):
+            return refused(40125, "invalid appsecret")
+        code = args.get("code", "")
+        with codes_lock:
+            found = codes.get(code)
+            if found is None or found[2] < time.time():
+                return refused(40029, "invalid code")
+            openid, scope, expires_at, used = found
+            if used:
+                return refused(40163, "code been used")
+            codes[code] = (openid, scope, expires_at, True)
+        return _answer({"access_token": secrets.token_urlsafe(48), "expires_in": 7200,
+                        "refresh_token": secrets.token_urlsafe(48), "openid": openid, "scope": scope})
+
+    return bp
+
+
+# -- the buyer's side: the WeChat app paying a JSAPI trade -----------------------------------------------
+
+def _jsapi_blueprint(gateway, config: PlatformConfig, prepays: PrepayIds) -> Blueprint:
+    """`POST /wechat/jsapi/confirm`: what the WeChat app does when the buyer confirms in the cashier that
+    WeixinJSBridge's getBrandWCPayRequest opened. It checks the parameters as WeChat does (our appId, an
+    RSA paySign by the merchant's key over appId, timeStamp, nonceStr and package, a live prepay_id, the
+    payer's openid when given) and pays, declines (`result`) or leaves the trade (`cancel`), answering
+    the bridge's `err_msg`. A test's stand-in bridge calls it; KnowPay's pages never do."""
+    bp = Blueprint("wechat_jsapi", __name__)
+    store, notifier = gateway.store, gateway.notifier
+    merchant_id = MERCHANT_PREFIX + config.mch_id
+
+    def answer(err_msg: str, why: str | None = None) -> Response:
+        body = {"err_msg": err_msg, **({"err_desc": why} if why else {})}
+        return _answer(body, 400 if err_msg == BRIDGE_FAIL else 200)
+
+    @bp.post("/wechat/jsapi/confirm")
+    def confirm():
+        data = _body()
+        params = {name: data.get(name) for name in ("appId", "timeStamp", "nonceStr", "package", "signType",
+                                                       "paySign")}
+        if not all(isinstance(value, str) and value for value in params.values()):
+            return answer(BRIDGE_FAIL, "调用支付JSAPI缺少参数 · appId, timeStamp, nonceStr, package, signType, "
+                                       "paySign are all needed, as strings")
+        if params["appId"] != config.app_id:
+            return answer(BRIDGE_FAIL, "appId 与商户号不匹配 · appId is not the merchant's")
+        message = f"{params['appId']}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n"
+        if params["signType"] != "RSA" or not verify(config.merchant_public_key, message.encode(),
+                                                     params["paySign"]):
+            return answer(BRIDGE_FAIL, "支付验证签名失败 · paySign does not verify with the merchant's key")
+        prepay_id = params["package"].removeprefix("prepay_id=")
+        out_trade_no = prepays.trade_of(prepay_id) if params["package"].startswith("prepay_id=") else None
+        trade = store.find_trade(merchant_id, out_trade_no, now=time.time()) if out_trade_no else None
+        if trade is None:
+            return answer(BRIDGE_FAIL, "prepay_id 已失效 · no live trade has this prepay_id")
+        payer = data.get("openid")
+        if payer is not None and payer != _extra(trade).get("openid"):
+            return answer(BRIDGE_FAIL, "当前用户与下单用户不一致 · the payer is not the openid the order was for")
+        result = data.get("result", "pay")
+        if result == "cancel":
+            return answer(BRIDGE_CANCEL)
+        if result not in ("pay", "decline"):
+            return answer(BRIDGE_FAIL, '`result` must be "pay", "decline" or "cancel"')
+        try:
+            store.decide(trade.trade_no, result, now=time.time())
+        except GatewayError as exc:
+            return answer(BRIDGE_FAIL, exc.message)
+        notifier.wake()
+        return answer(BRIDGE_OK if result == "pay" else BRIDGE_FAIL,
+                      None if result == "pay" else "支付失败 · the buyer's payment was declined")
+
+    return bp
+
+
 # -- the trade bill -------------------------------------------------------------------------------------
 
 def _yuan(fen: int) -> str:
@@ -560,14 +745,13 @@ def _bill(store: SandboxStore, merchant_id: str, day: date, bill_type: str, *, f
 
 # -- the demo's keys ------------------------------------------------------------------------------------
 
-def _apiv3_key(folder: Path) -> str:
-    """A random 32-character APIv3 key, made once and kept beside the key pairs."""
-    path = folder / "wechat-apiv3.key"
+def _kept_secret(path: Path, alphabet: str) -> str:
+    """A random 32-character secret, made once and kept beside the key pairs (the APIv3 key, the
+    official account's AppSecret)."""
     if path.exists():
         key = path.read_text("ascii").strip()
         if len(key) == 32:
             return key
-    alphabet = string.ascii_letters + string.digits
     key = "".join(secrets.choice(alphabet) for _ in range(32))
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="ascii") as handle:
@@ -583,8 +767,9 @@ def _fingerprint(public_pem: Path) -> str:
 
 def demo_env(instance_path: Path, sandbox_url: str | None = None) -> dict[str, str]:
     """Every KNOWPAY_WECHAT_* and KNOWPAY_SANDBOX_WECHAT_* variable the demo's KnowPay and sandbox need,
-    with key pairs and an APIv3 key made once in the instance's sandbox-keys folder. The gateway is
-    `sandbox_url`, else KNOWPAY_SANDBOX_URL, else the sandbox's default address."""
+    with key pairs, an APIv3 key and an AppSecret made once in the instance's sandbox-keys folder. The
+    gateway, which also plays WeChat's web authorisation, is `sandbox_url`, else KNOWPAY_SANDBOX_URL,
+    else the sandbox's default address."""
     folder = keys_folder(instance_path)
     merchant_private, merchant_public = demo_key_pair(folder, "wechat-merchant")
     platform_private, platform_public = demo_key_pair(folder, "wechat-platform")
@@ -595,12 +780,15 @@ def demo_env(instance_path: Path, sandbox_url: str | None = None) -> dict[str, s
     return {
         "KNOWPAY_WECHAT_MCH_ID": DEMO_MCH_ID,
         "KNOWPAY_WECHAT_APP_ID": DEMO_APP_ID,
-        "KNOWPAY_WECHAT_APIV3_KEY": _apiv3_key(folder),
+        "KNOWPAY_WECHAT_APIV3_KEY": _kept_secret(folder / "wechat-apiv3.key",
+                                                 string.ascii_letters + string.digits),
+        "KNOWPAY_WECHAT_APP_SECRET": _kept_secret(folder / "wechat-app-secret.key", string.hexdigits[:16]),
         "KNOWPAY_WECHAT_PRIVATE_KEY": str(merchant_private),
         "KNOWPAY_WECHAT_CERT_SERIAL": cert_serial,
         "KNOWPAY_WECHAT_PUBLIC_KEY": str(platform_public),
         "KNOWPAY_WECHAT_PUBLIC_KEY_ID": public_key_id,
         "KNOWPAY_WECHAT_GATEWAY": gateway,
+        "KNOWPAY_WECHAT_OAUTH_BASE": gateway,
         "KNOWPAY_SANDBOX_WECHAT_PRIVATE_KEY": str(platform_private),
         "KNOWPAY_SANDBOX_WECHAT_MERCHANT_PUBLIC_KEY": str(merchant_public),
     }

@@ -202,7 +202,8 @@ def export_me():
     """The caller's personal data: account, orders, payments, refunds, entitlements, wallet, payouts."""
     rt = runtime()
     user = caller_in_session()
-    return export_personal_data(request_session(), user, currency=rt.settings.currency, clock=rt.clock), 200
+    return export_personal_data(request_session(), user, currency=rt.settings.currency, clock=rt.clock,
+                                cipher=FieldCipher(rt.settings.encryption_keys)), 200
 
 
 @bp.delete("/me", responses={200: DeletedOut, **errors(401, 429)}, security=BEARER)

@@ -28,7 +28,7 @@ STREAM_MAX_SECONDS = 30 * 60
 
 class PaymentIn(Strict):
     channel: Literal["alipay", "wechat", "stripe", "wallet", "bank_transfer", "sandbox"]
-    method: Literal["qr", "page", "wap", "native", "jsapi", "h5"] | None = None
+    method: Literal["qr", "page", "wap", "native", "jsapi", "h5", "checkout"] | None = None
     installments: Literal[3, 6, 12] | None = None
     openid: str | None = Field(None, max_length=128)
     device_id: str | None = Field(None, max_length=128)

@@ -14,7 +14,7 @@ from flask_babel import get_locale, lazy_gettext
 from flask_security import current_user
 from flask_wtf.csrf import CSRFProtect
 
-from knowpay.web.views import admin, analytics, buyer, checkout, creator, risk, support
+from knowpay.web.views import admin, analytics, buyer, checkout, creator, faq, risk, support, wechat_oauth
 from knowpay.web.views.formatting import install_filters
 from knowpay.web.views.locale import LOCALES, html_lang, init_locale
 from knowpay.web.views.navigation import Navigation, NavLink, navigation
@@ -30,7 +30,7 @@ def default_navigation() -> Navigation:
         NavLink("creator.home", lazy_gettext("Creator centre"), roles=("creator",),
                 also=("creator.*", "analytics_pages.creator_*")),
         NavLink("admin.home", lazy_gettext("Admin"), roles=("admin", "support"),
-                also=("admin.*", "analytics_pages.admin_*", "support_pages.*", "risk_pages.*")),
+                also=("admin.*", "analytics_pages.admin_*", "support_pages.*", "risk_pages.*", "faq_pages.*")),
     ])
     nav.extend("buyer", [
         NavLink("buyer.home", lazy_gettext("Overview")),
@@ -59,6 +59,8 @@ def default_navigation() -> Navigation:
         NavLink("admin.payments", lazy_gettext("Payments"), roles=("admin", "support")),
         NavLink("admin.refund_list", lazy_gettext("Refunds"), roles=("admin", "support")),
         NavLink("support_pages.queue", lazy_gettext("Tickets"), roles=("admin", "support"), also=("support_pages.*",)),
+        NavLink("faq_pages.entries", lazy_gettext("Assistant answers"), roles=("admin", "support"),
+                also=("faq_pages.*",)),
         NavLink("admin.bank_transfers", lazy_gettext("Bank transfers"), roles=("admin",)),
         NavLink("admin.payout_list", lazy_gettext("Payouts"), roles=("admin",)),
         NavLink("risk_pages.reviews", lazy_gettext("Risk"), roles=("admin", "support"), also=("risk_pages.*",)),
@@ -101,7 +103,7 @@ def register_views(app: Flask) -> None:
     app.extensions["knowpay_nav"] = default_navigation()
     app.context_processor(_page_globals)
     for blueprint in (checkout.bp, buyer.bp, creator.bp, admin.bp, analytics.bp, support.bp, support.staff_bp,
-                      risk.bp):
+                      faq.bp, risk.bp, wechat_oauth.bp):
         app.register_blueprint(blueprint)
     # Now that there are pages, signing in or registering lands on them, not on the password page.
     app.config["SECURITY_POST_LOGIN_VIEW"] = "/me"

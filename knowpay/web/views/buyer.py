@@ -372,7 +372,8 @@ def export():
     rt = runtime()
     with rt.db.transaction() as tx:
         user = tx.get(User, page_user().id)
-        body = export_personal_data(tx, user, currency=rt.settings.currency, clock=rt.clock)
+        body = export_personal_data(tx, user, currency=rt.settings.currency, clock=rt.clock,
+                                    cipher=FieldCipher(rt.settings.encryption_keys))
         audit.record(tx, user.id, audit.DATA_EXPORTED, user.id, {"via": "page"}, rt.clock)
     filename = f"knowpay-data-{rt.clock.now():%Y%m%d}.json"
     return Response(json.dumps(body, ensure_ascii=False, indent=2), mimetype="application/json",

@@ -32,7 +32,7 @@ from knowpay.payments.models import Payment
 from knowpay.wallet.service import coin_balance
 from knowpay.web.api.payments import STREAM_KEEPALIVE_SECONDS, STREAM_MAX_SECONDS, STREAM_POLL_SECONDS
 from knowpay.web.runtime import request_session, runtime
-from knowpay.web.views import recommended
+from knowpay.web.views import recommended, wechat_oauth
 from knowpay.web.views.formatting import coins
 from knowpay.web.views.mobile import phone_method
 from knowpay.web.views.pages import (
@@ -51,6 +51,9 @@ install_error_pages(bp)
 
 # The order channels are offered in: the ones buyers in China use most come first.
 CHANNEL_ORDER = ("alipay", "wechat", "wallet", "stripe", "bank_transfer", "sandbox")
+# Cards are paid on Stripe's hosted Checkout page: the PaymentIntent flow would need Stripe.js, loaded from
+# Stripe's CDN into our page, which the CSP (and serving every asset ourselves) rules out.
+PAGE_METHODS = {"stripe": "checkout"}
 # A random id per browser, so risk rules can see one device behind several accounts.
 DEVICE_COOKIE = "knowpay_device"
 DEVICE_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
@@ -126,6 +129,8 @@ def channel_choices(ctx: Context, session, *, buyer_id: str, currency: str, kind
             note = gettext("Confirmed by us within 1–3 working days after your transfer arrives.")
         elif name == "wechat":
             note = gettext("Scan the QR code with WeChat.")
+        elif name == "stripe":
+            note = gettext("Enter your card on Stripe's secure page.")
         elif name == "sandbox":
             note = gettext("For trying KnowPay out: no real money moves.")
         choices.append(ChannelChoice(name, unavailable, note))
@@ -171,6 +176,8 @@ def start(product_id: str):
             # This page was the new order's checkout page.
             _record_checkout_view(order_id, user.id)
             return _pay(order_id, channel)
+    elif (asked := wechat_oauth.authorisation_redirect()) is not None:
+        return asked  # inside WeChat: learn the buyer's openid first, so WeChat Pay opens right here
     session = request_session()
     item = get_visible_product(session, product_id, user)
     owned = active_entitlement(session, user.id, item.id, now=_now()) is not None
@@ -191,6 +198,8 @@ def order(order_id: str):
     user = page_user()
     if request.method == "POST":
         return _pay(order_id, request.form.get("channel", ""))
+    if (asked := wechat_oauth.authorisation_redirect()) is not None:
+        return asked
     session = request_session()
     found = orders.get_order_for(session, order_id, user)
     if found.buyer_id != user.id:
@@ -210,7 +219,8 @@ def order(order_id: str):
 @bp.app_template_global()
 def phone_flow(channel: str) -> str | None:
     """For the channel list: the method this buyer's phone pays `channel` with (None: the QR code)."""
-    return phone_method(channel, request.headers.get("User-Agent"))
+    return phone_method(channel, request.headers.get("User-Agent"),
+                        wechat_openid=wechat_oauth.openid_here(channel))
 
 
 def _device_id() -> str:
@@ -220,12 +230,15 @@ def _device_id() -> str:
 
 def _pay(order_id: str, channel: str, *, method: str | None = None, otp: str | None = None) -> Response:
     """Open a payment through `channel`; back to the order page with the reason when it cannot be. On a
-    phone, Alipay and WeChat Pay open their app (wap, H5) unless the buyer asked for a QR code instead."""
+    phone, Alipay and WeChat Pay open their app (wap, H5), and inside WeChat, WeChat Pay opens on the page
+    (JSAPI, with the openid learnt before), unless the buyer asked for a QR code instead."""
     device = _device_id()
+    openid = wechat_oauth.openid_here(channel)
     if method is None and not request.form.get("qr"):
-        method = phone_method(channel, request.headers.get("User-Agent"))
+        method = phone_method(channel, request.headers.get("User-Agent"), wechat_openid=openid)
+    method = method or PAGE_METHODS.get(channel)
     ask = payments.PaymentAsk(channel=channel, method=method, client_ip=request.remote_addr, device_id=device,
-                              otp=otp)
+                              otp=otp, openid=openid if method == "jsapi" else None)
     try:
         payment = payments.create_payment(runtime(), buyer=page_user(), order_id=order_id, ask=ask)
     except NotFound:
@@ -234,9 +247,9 @@ def _pay(order_id: str, channel: str, *, method: str | None = None, otp: str | N
         flash_error(error)
         back = "buyer.order_detail" if error.code == "order_not_pending" else ".order"
         return redirect(url_for(back, order_id=order_id), code=303)
-    # A cashier on another site (Alipay wap, WeChat Pay H5) is opened from our payment page rather than by
-    # this form's answer: the CSP's form-action 'self' stops a form from landing on another origin.
-    opens = (payment.action or {}).get("type") == "redirect"
+    # A cashier on another site (Alipay wap, WeChat Pay H5, Stripe Checkout) is opened from our payment page
+    # rather than by this form's answer: the CSP's form-action 'self' stops a form from landing on another origin.
+    opens = (payment.action or {}).get("type") in ("redirect", "jsapi")  # jsapi: WeChat Pay opens in the page
     response = redirect(url_for(".payment", payment_id=payment.id, open=1 if opens else None), code=303)
     response.set_cookie(DEVICE_COOKIE, device, max_age=DEVICE_COOKIE_MAX_AGE, samesite="Lax", httponly=True,
                         secure=request.is_secure)

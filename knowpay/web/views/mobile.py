@@ -1,5 +1,6 @@
 """Buyers on phones: tell a phone (and WeChat's built-in browser) from its User-Agent, and choose the
-channel method that opens the payment app on the phone itself instead of a QR code it cannot scan."""
+channel method that pays on the phone itself (the app, or WeChat Pay inside WeChat) instead of a QR code
+it cannot scan."""
 
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ def in_wechat(user_agent: str | None) -> bool:
     return bool(user_agent and _WECHAT.search(user_agent))
 
 
-def phone_method(channel: str, user_agent: str | None) -> str | None:
+def phone_method(channel: str, user_agent: str | None, *, wechat_openid: str | None = None) -> str | None:
     """The method for `channel` on this browser; None keeps the channel's default (a QR code).
 
     On a phone Alipay takes the wap flow (手机网站支付) and WeChat Pay the H5 flow, both a redirect that
-    opens the app. Inside WeChat, H5 is refused by WeChat Pay and Alipay pages are blocked, and JSAPI needs
-    the buyer's openid, which KnowPay's pages do not have: the QR code page, with its hints, stays.
+    opens the app. Inside WeChat, H5 is refused by WeChat Pay and Alipay pages are blocked: WeChat Pay is
+    paid on the page itself (JSAPI) once the buyer's openid is known, and by the QR code page until then.
     """
-    if not is_phone(user_agent) or in_wechat(user_agent):
+    if in_wechat(user_agent):
+        return "jsapi" if channel == "wechat" and wechat_openid else None
+    if not is_phone(user_agent):
         return None
     return {"alipay": "wap", "wechat": "h5"}.get(channel)

@@ -2,8 +2,9 @@
 served on free ports in this process, and Debian's chromium driven headless by Playwright.
 
 The gateway notifies KnowPay over HTTP as it would on a developer's machine, so a buyer pays on the
-sandbox pay page and watches the payment page change by itself. Alipay and WeChat Pay are on too, against
-the sandbox's imitations of them, for the phone flows (Alipay wap, WeChat Pay H5). Screenshots go to
+sandbox pay page and watches the payment page change by itself. Alipay, WeChat Pay and Stripe are on too,
+against the sandbox's imitations of them, for the phone flows (Alipay wap, WeChat Pay H5) and cards (Stripe
+Checkout). Screenshots go to
 test-output/screenshots/. The fixtures skip only when chromium is missing and cannot be installed.
 """
 
@@ -28,6 +29,7 @@ from knowpay.context import Context
 from knowpay.domain.states import ProductStatus
 from knowpay.migrate import upgrade
 from knowpay.sandbox.gateways import alipay as alipay_side
+from knowpay.sandbox.gateways import stripe as stripe_side
 from knowpay.sandbox.gateways import wechat as wechat_side
 from tests.conftest import FAST_PASSWORDS
 from tests.e2e.browser.forms import ensure_pages
@@ -121,8 +123,9 @@ def site(tmp_path_factory, chromium_ready) -> Iterator[Site]:
         "KNOWPAY_DATABASE_URL": database_url, "KNOWPAY_INSTANCE_PATH": str(folder),
         "KNOWPAY_BASE_URL": f"http://127.0.0.1:{web_port}",
         "KNOWPAY_SANDBOX_URL": gateway_url, "KNOWPAY_REDIS_URL": "",
-        # Alipay and WeChat Pay too, talking to the sandbox's imitations as `knowpay demo` wires them.
+        # Alipay, WeChat Pay and Stripe too, talking to the sandbox's imitations as `knowpay demo` wires them.
         **alipay_side.demo_env(folder, gateway_url), **wechat_side.demo_env(folder, gateway_url),
+        **stripe_side.demo_env(folder, {"KNOWPAY_SANDBOX_URL": gateway_url}),
     })
     app = ensure_pages(create_app(settings, config=FAST_PASSWORDS))
     gateway = create_sandbox_app(settings)
