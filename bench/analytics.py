@@ -152,11 +152,28 @@ def generate_store(path: Path, payments: int, *, now: datetime) -> dict[str, int
             CASE k WHEN 0 THEN 'pay_' || i || '_1' ELSE order_id END, 2, paid_at, paid_at + {local}
         FROM r, range(2) t(k) WHERE fate_status = 'paid' ORDER BY paid_at""")
     refresh_derived(con, full=True)
-    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?), ('timezone', 'Asia/Shanghai'), "
-                "('watermark', ?), ('engine', ?)", [SCHEMA_VERSION, now.isoformat(), duckdb.__version__])
-    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
-              for t in ("orders", "sales", "payments", "refunds", "entitlements", "views", "events", "r_sales",
-                        "r_payments", "buyer_months")}
+    con.execute(
+        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?), ('timezone', 'Asia/Shanghai'), "
+        "('watermark', ?), ('engine', ?)",
+        [SCHEMA_VERSION, now.isoformat(), duckdb.__version__],
+    )
+    counts = {
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+        for t in (
+            "orders",
+            "sales",
+            "payments",
+            "refunds",
+            "entitlements",
+            "views",
+            "events",
+            "r_sales",
+            "r_payments",
+            "r_timings",
+            "r_products",
+            "buyer_months",
+        )
+    }
     con.execute("CHECKPOINT")
     con.close()
     return counts
@@ -175,6 +192,7 @@ def dashboard_queries(today: date, creator: str) -> list[tuple[str, dict]]:
         ("success_rate 1y by method", {"metric": "success_rate", **y1, "group_by": "method"}),
         ("failure_reasons 30d", {"metric": "failure_reasons", **d30}),
         ("time_to_pay 30d by channel", {"metric": "time_to_pay", **d30, "group_by": "channel"}),
+        ("time_to_pay 1y by channel", {"metric": "time_to_pay", **y1, "group_by": "channel"}),
         ("funnel 30d", {"metric": "funnel", **d30}),
         ("funnel 1y by month", {"metric": "funnel", **y1}),
         ("refunds 1y by month", {"metric": "refunds", **y1}),
@@ -185,6 +203,7 @@ def dashboard_queries(today: date, creator: str) -> list[tuple[str, dict]]:
         ("arpu 1y by month", {"metric": "arpu", **y1}),
         ("repeat_purchase 1y by month", {"metric": "repeat_purchase", **y1}),
         ("top_products 30d", {"metric": "top_products", **d30}),
+        ("top_products 1y", {"metric": "top_products", **y1}),
         ("top_creators 1y", {"metric": "top_creators", **y1}),
         ("coins 1y by month", {"metric": "coins", **y1}),
         ("heatmap 30d", {"metric": "heatmap", **d30}),
@@ -193,6 +212,7 @@ def dashboard_queries(today: date, creator: str) -> list[tuple[str, dict]]:
         ("creator: funnel 30d", {"metric": "funnel", **d30, "creator_id": creator}),
         ("creator: cohorts 1y", {"metric": "cohorts", **y1, "creator_id": creator}),
         ("creator: mrr 1y", {"metric": "mrr", **y1, "creator_id": creator}),
+        ("creator: top_products 1y", {"metric": "top_products", **y1, "creator_id": creator}),
     ]
 
 
@@ -213,8 +233,11 @@ def time_queries(store, now: datetime, runs: int) -> list[tuple[str, float, floa
     return results
 
 
-def time_dashboards(store, now: datetime, runs: int) -> list[tuple[str, float, float]]:
-    """A whole dashboard page's figures: every panel of it read in one visit to the store, as the pages do."""
+def time_dashboards(
+    store, now: datetime, runs: int
+) -> list[tuple[str, float, float, list[tuple[str, float]]]]:
+    """A whole dashboard page's figures: every panel of it read in one visit to the store, as the pages do;
+    with each page its three slowest panels (the median of each panel's times over the runs)."""
     from knowpay.analytics import metrics
     from knowpay.analytics.dashboard import CREATOR_PANELS, PLATFORM_PANELS
 
@@ -225,17 +248,38 @@ def time_dashboards(store, now: datetime, runs: int) -> list[tuple[str, float, f
     results = []
     for who, panels, creator in pages:
         for span, start, granularity in ranges:
-            queries = [metrics.Query(metric=name, start=start, end=today, creator_id=creator, timezone="Asia/Shanghai",
-                                     now=now, **{"granularity": granularity, **extra})
-                       for name, extra in panels.values()]
-            times = []
+            queries = {
+                key: metrics.Query(
+                    metric=name,
+                    start=start,
+                    end=today,
+                    creator_id=creator,
+                    timezone="Asia/Shanghai",
+                    now=now,
+                    **{"granularity": granularity, **extra},
+                )
+                for key, (name, extra) in panels.items()
+            }
+            times, panel_times = [], {key: [] for key in queries}
             for _ in range(runs):
                 started = time.perf_counter()
                 with store.reader() as con:
-                    for query in queries:
+                    for key, query in queries.items():
+                        began = time.perf_counter()
                         metrics.compute(con, query)
+                        panel_times[key].append(time.perf_counter() - began)
                 times.append(time.perf_counter() - started)
-            results.append((f"{who} dashboard, {span} ({len(queries)} panels)", times[0], statistics.median(times)))
+            slowest = sorted(
+                ((k, statistics.median(v)) for k, v in panel_times.items()), key=lambda kv: -kv[1]
+            )[:3]
+            results.append(
+                (
+                    f"{who} dashboard, {span} ({len(queries)} panels)",
+                    times[0],
+                    statistics.median(times),
+                    slowest,
+                )
+            )
     return results
 
 
@@ -376,8 +420,11 @@ def main() -> None:
         print(f"  slowest: {slowest[0]} at {slowest[2] * 1000:.0f} ms; "
               f"all under 1 s: {all(r[2] < 1 for r in results)}")
         print(f"\ndashboard pages (every panel in one read of the store; cold, then median of {args.runs}):")
-        for name, cold, warm in time_dashboards(store, now, args.runs):
-            print(f"  {name:48s} {cold * 1000:8.0f} ms {warm * 1000:8.0f} ms")
+        for name, cold, warm, slowest in time_dashboards(store, now, args.runs):
+            print(
+                f"  {name:48s} {cold * 1000:8.0f} ms {warm * 1000:8.0f} ms   slowest panels: "
+                + ", ".join(f"{key} {seconds * 1000:.0f} ms" for key, seconds in slowest)
+            )
 
     if args.pg:
         from bench.harness import fresh_database

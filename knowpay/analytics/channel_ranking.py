@@ -13,8 +13,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple, Self
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -45,6 +46,41 @@ class Cell:
     attempts: int
     succeeded: int
     p50_seconds: float | None
+
+
+# Why a channel stands where it does, clause by clause: a code, its English wording (what the API
+# shows) and the numbers it names. Pages word the same codes in the reader's language.
+CLAUSES = {
+    "ordering_off": "channel ordering is turned off: the configured order",
+    "predicted": ("{rate:.0%} predicted success ({paid}/{attempts} paid on {device} for {band} yuan in {days} days; "
+                  "{channel_paid}/{channel_attempts} on every device and amount)"),
+    "median": "median {seconds:.0f} s to pay",
+    "no_timing": "no timing yet",
+    "returning": "the buyer's last successful channel",
+}
+
+
+@dataclass(frozen=True)
+class Clause:
+    code: str  # a key of CLAUSES
+    params: dict = field(default_factory=dict)
+
+
+class Reason(str):
+    """A ranking's reason: the English text the API gives (it is that string), and its clauses."""
+
+    clauses: tuple[Clause, ...]
+
+    def __new__(cls, *clauses: Clause) -> Self:
+        reason = super().__new__(cls, "; ".join(CLAUSES[c.code].format(**c.params) for c in clauses))
+        reason.clauses = clauses
+        return reason
+
+
+class RankedChannel(NamedTuple):
+    channel: str
+    score: float
+    reason: Reason
 
 
 def refresh_channel_model(ctx: Context, store: Store | None = None) -> int:
@@ -119,11 +155,11 @@ def channel_ordering_enabled(ctx: Context) -> bool:
 
 
 def rank_channels(ctx: Context, *, buyer_id: str | None, device_class: str, amount: int, enabled: list[str],
-                  respect_setting: bool = True) -> list[tuple[str, float, str]]:
+                  respect_setting: bool = True) -> list[RankedChannel]:
     """`enabled` ordered best first as (channel, score, reason). With the `channel_ordering` setting
     off, `enabled` comes back in its own order with score 0."""
     if respect_setting and not channel_ordering_enabled(ctx):
-        return [(channel, 0.0, "channel ordering is turned off: the configured order") for channel in enabled]
+        return [RankedChannel(channel, 0.0, Reason(Clause("ordering_off"))) for channel in enabled]
     device = device_class if device_class in source.DEVICE_CLASSES else "unknown"
     band = source.amount_band(amount)
     model = _cache.get(ctx)
@@ -151,14 +187,16 @@ def rank_channels(ctx: Context, *, buyer_id: str | None, device_class: str, amou
                                    _median(cells), platform_median) if m is not None), None)
         penalty = SPEED_WEIGHT * (min(median, SPEED_CAP_SECONDS) / SPEED_CAP_SECONDS if median is not None else 0.5)
         score = p - penalty + (RETURNING_BONUS if channel == returning else 0.0)
-        seen = f"{cell.succeeded}/{cell.attempts}" if cell else "0/0"
-        reason = (f"{p:.0%} predicted success ({seen} paid on {device} for {band} yuan in {LEARN_DAYS} days; "
-                  f"{ch_succeeded}/{ch_attempts} on every device and amount)"
-                  + (f"; median {median:.0f} s to pay" if median is not None else "; no timing yet")
-                  + ("; the buyer's last successful channel" if channel == returning else ""))
-        ranked.append((position, channel, round(score, 4), reason))
-    ranked.sort(key=lambda r: (-r[2], r[0]))
-    return [(channel, score, reason) for _, channel, score, reason in ranked]
+        clauses = [Clause("predicted", {"rate": p, "paid": cell.succeeded if cell else 0,
+                                        "attempts": cell.attempts if cell else 0, "device": device, "band": band,
+                                        "days": LEARN_DAYS, "channel_paid": ch_succeeded,
+                                        "channel_attempts": ch_attempts}),
+                   Clause("median", {"seconds": median}) if median is not None else Clause("no_timing")]
+        if channel == returning:
+            clauses.append(Clause("returning"))
+        ranked.append((position, RankedChannel(channel, round(score, 4), Reason(*clauses))))
+    ranked.sort(key=lambda r: (-r[1].score, r[0]))
+    return [entry for _, entry in ranked]
 
 
 def enabled_channels(ctx: Context, order: Order) -> list[str]:

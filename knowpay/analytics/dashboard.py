@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from knowpay.accounts.models import User
 from knowpay.analytics import metrics
 from knowpay.analytics.models import Anomaly
-from knowpay.analytics.service import MetricRequest, build_query
+from knowpay.analytics.service import Filters, MetricRequest, build_query
 from knowpay.analytics.store import get_meta, store_for
 from knowpay.context import Context
 
@@ -47,18 +47,6 @@ RECENT_ANOMALIES = 20
 
 
 @dataclass(frozen=True)
-class Filters:
-    """The dashboard's form as sent (strings); None where left empty."""
-
-    from_: str | None = None
-    to: str | None = None
-    granularity: str | None = None
-    channel: str | None = None
-    kind: str | None = None
-    creator_id: str | None = None
-
-
-@dataclass(frozen=True)
 class Dashboard:
     scope: str  # "platform" | "creator"
     query: metrics.Query  # the range as widened to whole periods, and the filters
@@ -66,6 +54,7 @@ class Dashboard:
     totals: dict
     ignored: dict[str, tuple[str, ...]]  # panel → filters its metric does not take (shown unfiltered)
     as_of: datetime | None  # the store's watermark (naive UTC)
+    empty: frozenset[str]  # panels with no figure in the range: the page says so instead of drawing axes
 
 
 def panel_request(panel: tuple[str, dict], filters: Filters) -> tuple[MetricRequest, tuple[str, ...]]:
@@ -74,12 +63,11 @@ def panel_request(panel: tuple[str, dict], filters: Filters) -> tuple[MetricRequ
     spec = metrics.METRICS[name]
     asked = {"channel": filters.channel, "kind": filters.kind, "creator_id": filters.creator_id}
     ignored = tuple(k for k, v in asked.items() if v is not None and k not in spec.filters)
-    kept = {k: v for k, v in asked.items() if k not in ignored}
     # A metric by month only (cohorts) takes its own granularity; a granularity that is none is refused.
     granularity = None if filters.granularity in metrics.GRANULARITIES and filters.granularity not in \
         spec.granularities else filters.granularity
-    ask = MetricRequest(metric=name, from_=filters.from_, to=filters.to, granularity=granularity, **kept)
-    return replace(ask, **extra), ignored
+    changes = {"granularity": granularity, **dict.fromkeys(ignored), **extra}
+    return MetricRequest.of(name, filters, **changes), ignored
 
 
 def build_dashboard(ctx: Context, session: Session, user: User, filters: Filters, *, scope: str) -> Dashboard:
@@ -95,11 +83,19 @@ def build_dashboard(ctx: Context, session: Session, user: User, filters: Filters
         queries[key] = build_query(ctx, session, user, ask)
         if left_out:
             ignored[key] = left_out
-    with store_for(ctx.settings).reader() as con:
+    with store_for(ctx.settings).reader(current=True) as con:
         rows = {key: metrics.compute(con, query) for key, query in queries.items()}
         watermark = get_meta(con, "watermark")
+    empty = frozenset(key for key, panel in panels.items() if not has_figures(panel[0], rows[key]))
     return Dashboard(scope=scope, query=queries["gmv"], panels=rows, totals=totals_of(rows), ignored=ignored,
-                     as_of=datetime.fromisoformat(watermark) if watermark else None)
+                     as_of=datetime.fromisoformat(watermark) if watermark else None, empty=empty)
+
+
+def has_figures(metric: str, rows: list[dict]) -> bool:
+    """Whether any row has a figure that is not zero or missing (a series has a row per period regardless)."""
+    figures = metrics.METRICS[metric].figures
+    return any(any(value) if isinstance(value, list) else bool(value)
+               for row in rows for value in (row.get(name) for name in figures))
 
 
 def _sum(rows: list[dict], key: str) -> int:

@@ -7,8 +7,9 @@ the last one's end) and has every period, zeros where nothing happened; rankings
 over the range as asked and carry its first day. Money is in integer minor units of `currency`;
 rates are fractions rounded to 4 places.
 
-Platform-wide queries read the summaries the load keeps (store.DERIVED, buyer_months) where their
-filters allow; the others read the fact tables. Both give the same answer (tests compare them).
+Queries read the summaries the load keeps (store.DERIVED, buyer_months) where their filters allow:
+platform-wide series, and the rankings' whole months; the others read the fact tables. Both give the
+same answer (tests compare them). Times to pay are quantiles of 1 %-wide bins (timing.py) on both.
 
 Scope: `creator_id` set means "only this creator's products" (what a creator sees); None is the
 platform. Money of an order with several creators is split by its lines, so a creator's figures
@@ -24,7 +25,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import duckdb
-import pyarrow as pa
+
+from knowpay.analytics import timing
 
 GRANULARITIES = ("day", "week", "month")
 GROUPS = ("channel", "method", "kind", "creator", "product", "device_class", "amount_band")
@@ -165,9 +167,21 @@ class Where:
         return " AND ".join(self.clauses) if self.clauses else "TRUE"
 
 
-def _sales_where(q: Query, time_col: str = "paid_local", *, money: bool = True, alias: str = "") -> Where:
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)
+
+
+def _sales_where(q: Query, time_col: str = "paid_local", *, money: bool = True, alias: str = "",
+                 outside: tuple[date, date] | None = None) -> Where:
+    """Sales lines of the range and filters; `outside` = [first, after) leaves those days out (a summary has them)."""
     a = f"{alias}." if alias else ""
-    where = Where().add(f"{a}{time_col} >= ? AND {a}{time_col} < ?", q.lower, q.upper)
+    t = f"{a}{time_col}"
+    if outside:
+        # Two ranges rather than NOT BETWEEN: each lets the scan skip the row groups of other days.
+        where = Where().add(f"({t} >= ? AND {t} < ? OR {t} >= ? AND {t} < ?)", q.lower, _midnight(outside[0]),
+                            _midnight(outside[1]), q.upper)
+    else:
+        where = Where().add(f"{t} >= ? AND {t} < ?", q.lower, q.upper)
     if money:
         where.add(f"{a}currency = ?", q.currency)
     if q.channel:
@@ -380,42 +394,63 @@ def repeat_purchase(con, q: Query) -> list[dict]:
     return _series(con, q, sql, [*scope.params, q.lower, q.lower], ("buyers", "repeat_buyers"), derive)
 
 
+def _whole_months(q: Query) -> tuple[date, date] | None:
+    """[first, after): the whole months inside the range, if any."""
+    first = q.start if q.start.day == 1 else next_period(period_start(q.start, "month"), "month")
+    after = q.end + timedelta(days=1)
+    after = after if after.day == 1 else period_start(after, "month")
+    return (first, after) if first < after else None
+
+
+def _product_sales(q: Query) -> tuple[str, list]:
+    """The range's sales as rows (product_id, creator_id, kind, lines, units, gross, refunded, creator_orders,
+    creator_kind_orders), to be summed per product or creator: the whole months from r_products, the
+    days around them (or all, without rollups) from the sales lines."""
+    months = _whole_months(q) if q.rollups else None
+    facts = _sales_where(q, outside=months)
+    parts, params = [], []
+    if months:
+        summary = Where().add("month >= ? AND month < ? AND currency = ?", *months, q.currency)
+        for column in ("channel", "kind", "creator_id"):
+            if getattr(q, column):
+                summary.add(f"{column} = ?", getattr(q, column))
+        parts.append("SELECT product_id, creator_id, kind, lines, units, gross, refunded, creator_orders, "
+                     f"creator_kind_orders FROM r_products WHERE {summary.sql}")
+        params += summary.params
+    parts.append("SELECT product_id, creator_id, kind, 1, quantity, net, refunded, CAST(first_of_creator AS BIGINT), "
+                 f"CAST(first_of_creator_kind AS BIGINT) FROM sales WHERE {facts.sql}")
+    params += facts.params
+    columns = "product_id, creator_id, kind, lines, units, gross, refunded, creator_orders, creator_kind_orders"
+    return f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS u({columns})", params
+
+
 @metric("top_products", "Best-selling products of the range", ("orders", "units", "gross", "refunded", "net"),
         series=False)
 def top_products(con, q: Query) -> list[dict]:
-    where = _sales_where(q, alias="s")
-    sql = (f"WITH t AS (SELECT s.product_id, any_value(s.kind) AS kind, any_value(s.creator_id) AS creator_id, "
-           f"count(*) AS orders, sum(s.quantity) AS units, sum(s.net) AS gross, sum(s.refunded) AS refunded "
-           f"FROM sales s WHERE {where.sql} GROUP BY s.product_id "
-           f"ORDER BY sum(s.net) - sum(s.refunded) DESC, s.product_id LIMIT ?) "
+    lines, params = _product_sales(q)
+    sql = (f"WITH t AS (SELECT product_id, any_value(kind) AS kind, any_value(creator_id) AS creator_id, "
+           f"sum(lines) AS orders, sum(units) AS units, sum(gross) AS gross, sum(refunded) AS refunded "
+           f"FROM ({lines}) GROUP BY product_id ORDER BY sum(gross) - sum(refunded) DESC, product_id LIMIT ?) "
            f"SELECT t.product_id, p.title, t.kind, t.creator_id, t.orders, t.units, t.gross, t.refunded "
            f"FROM t LEFT JOIN products p ON p.product_id = t.product_id ORDER BY t.gross - t.refunded DESC, t.product_id")
     return [{"period": q.start.isoformat(), "product_id": pid, "title": title, "kind": kind, "creator_id": cid,
              "orders": orders, "units": units, "gross": gross, "refunded": refunded, "net": gross - refunded}
-            for pid, title, kind, cid, orders, units, gross, refunded in
-            con.execute(sql, [*where.params, q.limit]).fetchall()]
+            for pid, title, kind, cid, orders, units, gross, refunded in con.execute(sql, [*params, q.limit]).fetchall()]
 
 
 @metric("top_creators", "Creators with the most sales in the range", ("orders", "products", "gross", "refunded", "net"),
         series=False)
 def top_creators(con, q: Query) -> list[dict]:
-    where = _sales_where(q)
-    flag = "first_of_creator_kind" if q.kind else "first_of_creator"
-    top = con.execute(f"SELECT creator_id, count_if({flag}), sum(net), sum(refunded) FROM sales WHERE {where.sql} "
-                      f"GROUP BY creator_id ORDER BY sum(net) - sum(refunded) DESC, creator_id LIMIT ?",
-                      [*where.params, q.limit]).fetchall()
-    # Products sold, counted for the few creators shown only: a distinct count over every line costs more.
-    sold: dict[str, int] = {}
-    if top:
-        con.register("top_creator_ids", pa.table({"id": pa.array([row[0] for row in top], pa.string())}))
-        try:
-            sold = dict(con.execute(f"SELECT creator_id, count(DISTINCT product_id) FROM sales WHERE {where.sql} "
-                                    "AND creator_id IN (SELECT id FROM top_creator_ids) GROUP BY creator_id",
-                                    where.params).fetchall())
-        finally:
-            con.unregister("top_creator_ids")
-    return [{"period": q.start.isoformat(), "creator_id": cid, "orders": orders, "products": sold.get(cid, 0),
-             "gross": gross, "refunded": refunded, "net": gross - refunded} for cid, orders, gross, refunded in top]
+    lines, params = _product_sales(q)
+    orders = "creator_kind_orders" if q.kind else "creator_orders"
+    # Per product first: then a creator's products sold is a plain count, not a distinct count over the lines.
+    rows = con.execute(f"WITH p AS (SELECT creator_id, product_id, sum({orders}) AS orders, sum(gross) AS gross, "
+                       f"sum(refunded) AS refunded FROM ({lines}) GROUP BY ALL) "
+                       "SELECT creator_id, sum(orders), sum(gross), sum(refunded), count(*) FROM p GROUP BY creator_id "
+                       "ORDER BY sum(gross) - sum(refunded) DESC, creator_id LIMIT ?", [*params, q.limit]).fetchall()
+    return [{"period": q.start.isoformat(), "creator_id": cid, "orders": orders, "products": products,
+             "gross": gross, "refunded": refunded, "net": gross - refunded}
+            for cid, orders, gross, refunded, products in rows]
 
 
 @metric("heatmap", "Paid orders by weekday (1 = Monday) and hour, in the platform time zone",
@@ -492,21 +527,29 @@ def failure_reasons(con, q: Query) -> list[dict]:
              "failures": n, "share": rate(n, total)} for c, m, code, n in rows]
 
 
-@metric("time_to_pay", "Seconds from opening a payment to its success", ("payments", "p50_seconds", "p90_seconds"),
-        groups=("channel", "method", "device_class", "amount_band"), money=False)
+@metric("time_to_pay", "Seconds from opening a payment to its success: median and 90th percentile, within 1 %",
+        ("payments", "p50_seconds", "p90_seconds"), groups=("channel", "method", "device_class", "amount_band"),
+        money=False)
 def time_to_pay(con, q: Query) -> list[dict]:
-    where = _payments_where(q).add("status = 'succeeded' AND seconds_to_pay IS NOT NULL")
+    """Quantiles of the times binned 1 % wide (timing.py), from r_timings where it can answer, else by
+    binning the payments the same way: both paths give the same figures."""
     grp, _ = _group_expr(q)
-    sql = (f"SELECT {_bucket('created_local', q.granularity)} AS period{grp}, count(*), "
-           f"quantile_cont(seconds_to_pay, 0.5), quantile_cont(seconds_to_pay, 0.9) FROM payments "
-           f"WHERE {where.sql} GROUP BY ALL")
+    if _payments_summary_ok(q) and q.group_by in (None, "channel"):
+        where, table, day, bucket, count = _payments_summary_where(q), "r_timings", "day", "bucket", "sum(payments)"
+    else:
+        where = _payments_where(q).add("status = 'succeeded' AND seconds_to_pay IS NOT NULL")
+        table, day, bucket, count = "payments", "created_local", timing.BUCKET_SQL, "count(*)"
+    binned = (f"SELECT {_bucket(day, q.granularity)} AS period{grp}, {bucket} AS bucket, {count} AS n "
+              f"FROM {table} WHERE {where.sql} GROUP BY ALL")
+    sql = timing.ranks_sql(binned, "period, grp" if grp else "period", (0.5, 0.9))
 
     def derive(f: dict) -> dict:
-        none = not f["payments"]
-        return {"payments": f["payments"], "p50_seconds": None if none else round(f["p50"], 1),
-                "p90_seconds": None if none else round(f["p90"], 1)}
+        n = f["payments"]
+        return {"payments": n,
+                "p50_seconds": round(timing.quantile(n, 0.5, f["p50_low"], f["p50_high"]), 1) if n else None,
+                "p90_seconds": round(timing.quantile(n, 0.9, f["p90_low"], f["p90_high"]), 1) if n else None}
 
-    return _series(con, q, sql, where.params, ("payments", "p50", "p90"), derive)
+    return _series(con, q, sql, where.params, ("payments", "p50_low", "p50_high", "p90_low", "p90_high"), derive)
 
 
 # --- funnel ---------------------------------------------------------------------------------------

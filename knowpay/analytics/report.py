@@ -52,7 +52,7 @@ def gather(ctx: Context, *, start: date, end: date, creator_id: str | None = Non
     }
     names = {"success_by_channel": "success_rate", "time_to_pay_by_channel": "time_to_pay"}
     series = {}
-    with store_for(ctx.settings).reader() as con:
+    with store_for(ctx.settings).reader(current=True) as con:
         for key, changes in asks.items():
             query = replace(base, metric=names.get(key, key), **changes)
             series[key] = metrics.compute(con, query)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
@@ -33,19 +33,31 @@ SETTINGS_DEFAULTS = {"channel_ordering": True}
 
 
 @dataclass(frozen=True)
-class MetricRequest:
-    """A metric request as the caller sent it (strings), before any checking."""
+class Filters:
+    """A range and filters as the caller sent them (strings); None where left out."""
 
-    metric: str
     from_: str | None = None
     to: str | None = None
     granularity: str | None = None
     channel: str | None = None
     kind: str | None = None
     creator_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricRequest(Filters):
+    """A metric request as the caller sent it (strings), before any checking."""
+
+    metric: str
     group_by: str | None = None
     currency: str | None = None
     limit: int = 10
+
+    @classmethod
+    def of(cls, metric: str, filters: Filters, **more) -> MetricRequest:
+        """`metric` over the range and filters of a form, with `more` set or overridden."""
+        asked = {f.name: getattr(filters, f.name) for f in fields(Filters)}
+        return cls(metric=metric, **{**asked, **more})
 
 
 def _parse_day(value: str, param: str) -> date:
@@ -118,7 +130,7 @@ def build_query(ctx: Context, session: Session, user: User, ask: MetricRequest) 
 
 
 def run_query(ctx: Context, query: metrics.Query) -> list[dict]:
-    with store_for(ctx.settings).reader() as con:
+    with store_for(ctx.settings).reader(current=True) as con:
         return metrics.compute(con, query)
 
 

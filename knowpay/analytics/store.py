@@ -31,7 +31,8 @@ import pyarrow as pa
 from sqlalchemy import func, select
 
 from knowpay.access.models import Entitlement
-from knowpay.analytics import source
+from knowpay.analytics import source, timing
+from knowpay.analytics.metrics import next_period, period_start
 from knowpay.analytics.models import PageView
 from knowpay.config import Settings
 from knowpay.context import Context
@@ -42,7 +43,7 @@ from knowpay.payments.models import Payment
 from knowpay.refunds.models import Refund
 
 STORE_FILE = "analytics.duckdb"
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 # Rows are stamped with the application's clock before their transaction commits, so a row may
 # become visible with a time a little before the watermark: every load looks back this far.
 LOOKBACK = timedelta(seconds=30)
@@ -102,18 +103,19 @@ EXPORTED = ("orders", "sales", "payments", "refunds", "entitlements", "views", "
 
 _ARROW = {T: pa.timestamp("us"), S: pa.string(), I: pa.int32(), B: pa.int64(), D: pa.float64(), F: pa.bool_()}
 
-# Summaries kept beside the facts so that platform-wide dashboards over long ranges read thousands of
-# rows, not millions. Each is recomputed for the days a load touched (a refund touches the day its
-# order was paid), and wholly by a rebuild; creator-scoped and finely filtered queries read the facts.
+# Summaries kept beside the facts so that dashboards over long ranges read thousands of rows, not
+# millions. Each is recomputed for the days (or months) a load touched (a refund touches the day its
+# order was paid), and wholly by a rebuild; queries its columns cannot answer read the facts.
 REFUNDED = "status IN ('refunded', 'partially_refunded')"
 
 
 @dataclass(frozen=True)
 class Summary:
     columns: str
-    time_column: str  # its own, by which a day's rows are replaced
+    time_column: str  # its own, by which the rows of a day (or month, see `span`) are replaced
     origin: str  # "table.column": the facts it sums, and their time that picks the day
     select: str  # SELECT ... WHERE {where} ...
+    span: str = "day"  # or "month": the stretch of time recomputed together (a row sums a whole one)
 
 
 DERIVED: dict[str, Summary] = {
@@ -143,6 +145,24 @@ DERIVED: dict[str, Summary] = {
         time_column="day", origin="payments.created_local",
         select=("SELECT CAST(created_local AS DATE), channel, method, device_class, amount_band, failure_code, "
                 "status, count(*) FROM payments WHERE {where} GROUP BY ALL")),
+    # Succeeded payments' times to pay as counts per 1 % bin (timing.py), for p50/p90 without sorting.
+    "r_timings": Summary(
+        columns="day DATE, channel VARCHAR, bucket INTEGER, payments BIGINT", time_column="day",
+        origin="payments.created_local",
+        select=(f"SELECT CAST(created_local AS DATE), channel, {timing.BUCKET_SQL}, count(*) FROM payments "
+                "WHERE status = 'succeeded' AND seconds_to_pay IS NOT NULL AND {where} GROUP BY ALL")),
+    # Sales per product and month (by the month paid), for top products and creators: a product sells a
+    # few times a day, so by day this would be nearly as long as the sales lines. Whole months of a
+    # range read it, the days around them the lines. `creator_orders` counts the lines that stand for
+    # their order among the creator's lines (summed over a creator's products: the creator's orders).
+    "r_products": Summary(
+        columns=("month DATE, product_id VARCHAR, creator_id VARCHAR, kind VARCHAR, channel VARCHAR, "
+                 "currency VARCHAR, lines BIGINT, units BIGINT, gross BIGINT, refunded BIGINT, "
+                 "creator_orders BIGINT, creator_kind_orders BIGINT"),
+        time_column="month", origin="sales.paid_local", span="month",
+        select=("SELECT CAST(date_trunc('month', paid_local) AS DATE), product_id, creator_id, kind, channel, "
+                "currency, count(*), sum(quantity), sum(net), sum(refunded), count_if(first_of_creator), "
+                "count_if(first_of_creator_kind) FROM sales WHERE paid_local IS NOT NULL AND {where} GROUP BY ALL")),
 }
 # A plan's price × this ÷ its interval count is its monthly value.
 PER_MONTH = {"day": 365 / 12, "week": 52 / 12, "month": 1.0, "year": 1 / 12}
@@ -208,7 +228,8 @@ def ddl() -> list[str]:
 
 
 class StoreBusy(KnowPayError):
-    """The analytics store is held by a writer for longer than we wait; retry shortly."""
+    """The analytics store cannot be read now (a writer holds it longer than we wait, or it awaits the
+    rebuild of a new version); retry shortly."""
 
     code = "analytics_busy"
     type = "internal"
@@ -341,8 +362,10 @@ class Store:
         return self.path.with_name(self.path.name + ".lock")
 
     @contextmanager
-    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection (an empty in-memory store when nothing was loaded yet)."""
+    def reader(self, *, current: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection (an empty in-memory store when nothing was loaded yet). `current`: for
+        metrics, which need this schema's summaries; a store of an older one raises StoreBusy until the
+        next load rebuilds it."""
         with self.gate.read():
             if not self.path.exists():
                 with _connections.open(lambda: duckdb.connect(":memory:")) as con:
@@ -351,6 +374,8 @@ class Store:
                     yield con
                 return
             with _connections.open(lambda: _connect(self.path, read_only=True, wait=READ_WAIT_SECONDS)) as con:
+                if current and get_meta(con, "schema_version") != SCHEMA_VERSION:
+                    raise StoreBusy("The analytics store is being rebuilt for this version; retry in a minute.")
                 yield con
 
     @contextmanager
@@ -473,12 +498,12 @@ def refresh_derived(con: duckdb.DuckDBPyConnection, *, days: dict[str, set[date]
             con.execute(f"DELETE FROM {name}")
             con.execute(f"INSERT INTO {name} " + summary.select.format(where="TRUE"))
             continue
-        for day in sorted((days or {}).get(name, ())):
+        for first in sorted({period_start(day, summary.span) for day in (days or {}).get(name, ())}):
             _connections.check()
-            after = day + timedelta(days=1)
-            con.execute(f"DELETE FROM {name} WHERE {column} >= ? AND {column} < ?", [day, after])
+            after = next_period(first, summary.span)
+            con.execute(f"DELETE FROM {name} WHERE {column} >= ? AND {column} < ?", [first, after])
             con.execute(f"INSERT INTO {name} " + summary.select.format(
-                where=f"{origin_col} >= DATE '{day.isoformat()}' AND {origin_col} < DATE '{after.isoformat()}'"))
+                where=f"{origin_col} >= DATE '{first.isoformat()}' AND {origin_col} < DATE '{after.isoformat()}'"))
     for name, keyed in KEYED.items():
         if full:
             con.execute(f"DELETE FROM {name}")

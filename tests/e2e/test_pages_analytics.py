@@ -24,6 +24,7 @@ DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/1
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
 STYLE_ATTRIBUTE = re.compile(r"\sstyle\s*=", re.IGNORECASE)
 CHART = re.compile(r"""data-chart="(\w+)" data-rows='([^']*)'""")
+NO_DATA = "这段时间没有数据。"
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +71,22 @@ def _charts(page: str) -> dict[str, list[dict]]:
     return {name: json.loads(html.unescape(rows)) for name, rows in CHART.findall(page)}
 
 
+def _panel(page: str, key: str) -> str:
+    start = page.index(f'id="panel-{key}"')
+    return page[start:page.index("</section>", start)]
+
+
+def test_a_range_without_sales_says_so_in_each_panel_instead_of_empty_axes(app, make_user, two_creators):
+    admin = _browser(app, make_user("admin"))
+    page = admin.get("/admin/analytics?from=2020-01-01&to=2020-01-31").get_data(as_text=True)
+    assert "data-chart" not in page
+    assert NO_DATA in _panel(page, "gmv") and NO_DATA in _panel(page, "heatmap")
+    assert "没有销售" in _panel(page, "top_products")  # a ranking says what it lacks
+    assert not INLINE_SCRIPT.search(page) and not STYLE_ATTRIBUTE.search(page)
+    english = admin.get("/admin/analytics?from=2020-01-01&to=2020-01-31", headers={"Accept-Language": "en"})
+    assert "No data for this period." in english.get_data(as_text=True)
+
+
 def test_the_admin_dashboard_shows_the_platform_with_charts_and_no_inline_script(app, make_user, two_creators):
     admin = _browser(app, make_user("admin"))
     answer = admin.get("/admin/analytics")
@@ -77,7 +94,11 @@ def test_the_admin_dashboard_shows_the_platform_with_charts_and_no_inline_script
     page = answer.get_data(as_text=True)
     charts = _charts(page)
     assert {"gmv", "gmv_by_channel", "success_by_channel", "time_to_pay_by_channel", "funnel", "heatmap",
-            "refunds", "mrr", "coins"} <= set(charts)
+            "refunds"} <= set(charts)
+    # No membership and no coins were sold: those panels say so instead of drawing empty axes.
+    for empty in ("mrr", "coins"):
+        assert empty not in charts and NO_DATA in _panel(page, empty)
+    assert NO_DATA not in _panel(page, "gmv")
     assert sum(r["gross"] for r in charts["gmv"]) == 2 * 9900 + 50000
     assert sum(r["orders"] for r in charts["heatmap"]) == 3
     assert "¥698.00" in page  # the GMV card
@@ -161,11 +182,20 @@ def test_the_admin_sees_anomalies_and_the_channel_order_and_turns_it_off(app, ct
                                   0.4, 0.9, now, now, {"attempts": 60})])
     _learn(ctx, [("bank_transfer", "mobile", "50-200", 300, 290, 20.0),
                  ("sandbox", "mobile", "50-200", 300, 90, 60.0)])
-    admin = _browser(app, make_user("admin"))
+    admin_user = make_user("admin")
+    admin = _browser(app, admin_user)
     page = admin.get("/admin/analytics?device=mobile&amount=99").get_data(as_text=True)
     assert "40% of 60 attempts succeeded" in page
     ranking = page[page.index('id="channels"'):page.index('id="anomalies"')]
-    assert ranking.index("银行转账") < ranking.index("沙箱") and "predicted success" in ranking
+    assert ranking.index("银行转账") < ranking.index("沙箱")
+    # The reasons in the reader's language, with the learned numbers; the API keeps its English text.
+    assert "预计成功率 97%（近 30 天在手机上、金额 50-200 元时 300 次中支付成功 290 次" in ranking
+    assert "支付用时中位数 20 秒" in ranking and "predicted success" not in ranking
+    english = admin.get("/admin/analytics?device=mobile&amount=99", headers={"Accept-Language": "en"})
+    assert "predicted success (290/300 paid on phone for 50-200 yuan" in english.get_data(as_text=True)
+    api = app.test_client().get("/api/v1/analytics/channel-ranking?device_class=mobile&amount=9900",
+                                headers=admin_user.headers).get_json()
+    assert api["data"][0]["reason"].startswith("97% predicted success (290/300 paid on mobile for 50-200 yuan")
     assert 'name="channel_ordering" checked' in page
 
     buyer_page = _browser(app, buyer)

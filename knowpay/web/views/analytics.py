@@ -5,13 +5,13 @@ with the vendored ECharts. Each panel's rows download as CSV or JSON; the range 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
-from flask_babel import gettext, lazy_gettext
+from flask_babel import format_percent, gettext, lazy_gettext
 from sqlalchemy import select
 
 from knowpay.accounts.models import User
-from knowpay.analytics import channel_ranking, metrics
+from knowpay.analytics import channel_ranking, metrics, timing
 from knowpay.analytics import service as analytics
-from knowpay.analytics.dashboard import CREATOR_PANELS, PLATFORM_PANELS, Filters, build_dashboard, recent_anomalies
+from knowpay.analytics.dashboard import CREATOR_PANELS, PLATFORM_PANELS, build_dashboard, recent_anomalies
 from knowpay.analytics.report import gather, html_report
 from knowpay.analytics.source import DEVICE_CLASSES
 from knowpay.analytics.store import StoreBusy
@@ -57,12 +57,24 @@ ANOMALY_LABELS = {
     "creator_sales_shift": lazy_gettext("A creator's sales changed abruptly"),
 }
 PERIODS = {"day": lazy_gettext("by day"), "week": lazy_gettext("by week"), "month": lazy_gettext("by month")}
+DEVICE_LABELS = {"mobile": lazy_gettext("phone"), "tablet": lazy_gettext("tablet"),
+                 "desktop": lazy_gettext("computer"), "unknown": lazy_gettext("unknown")}
+# channel_ranking.CLAUSES in the reader's language, with the same numbers.
+RANKING_CLAUSES = {
+    "ordering_off": lazy_gettext("channel ordering is turned off: the configured order"),
+    "predicted": lazy_gettext("%(rate)s predicted success (%(paid)s/%(attempts)s paid on %(device)s for "
+                              "%(band)s yuan in %(days)s days; %(channel_paid)s/%(channel_attempts)s on every "
+                              "device and amount)"),
+    "median": lazy_gettext("median %(seconds)s s to pay"),
+    "no_timing": lazy_gettext("no timing yet"),
+    "returning": lazy_gettext("the buyer's last successful channel"),
+}
 DEFAULT_RANKING_AMOUNT = "99.00"
 
 
-def _filters() -> Filters:
+def _filters() -> analytics.Filters:
     values = {field: (request.args.get(name) or "").strip() or None for name, field in FILTER_FIELDS.items()}
-    return Filters(**values)
+    return analytics.Filters(**values)
 
 
 def _filter_error(error: InvalidRequest) -> dict[str, str]:
@@ -99,6 +111,21 @@ def _labels() -> dict:
     return words
 
 
+def _reason_text(reason: channel_ranking.Reason) -> str:
+    """A channel's ranking reason worded in the reader's language."""
+    parts = []
+    for clause in reason.clauses:
+        params = dict(clause.params)
+        if "rate" in params:
+            params["rate"] = format_percent(params["rate"])
+        if "seconds" in params:
+            params["seconds"] = f"{params['seconds']:.0f}"
+        if "device" in params:
+            params["device"] = DEVICE_LABELS.get(params["device"], params["device"])
+        parts.append(str(RANKING_CLAUSES[clause.code]) % params)
+    return gettext("; ").join(parts)
+
+
 def _export_args(query: metrics.Query, panel: tuple[str, dict], ignored: tuple[str, ...]) -> dict:
     """The export link's query string for one panel: the dashboard's range and filters as the panel used them."""
     name, extra = panel
@@ -123,7 +150,7 @@ def _dashboard(scope: str):
                "labels": _labels(), "currency": rt.settings.currency, "periods": PERIODS,
                "exponent": EXPONENTS.get(rt.settings.currency, 2), "panels": panels,
                "export_endpoint": f".{area}_export", "report_endpoint": f".{area}_report",
-               "dashboard_endpoint": f".{area}_dashboard"}
+               "dashboard_endpoint": f".{area}_dashboard", "time_accuracy": format_percent(timing.ACCURACY)}
     if scope == "platform":
         context.update(_channel_context(rt), anomalies=recent_anomalies(session), anomaly_labels=ANOMALY_LABELS,
                        ordering=analytics.get_settings(session)["channel_ordering"])
@@ -160,10 +187,10 @@ def _channel_context(rt) -> dict:
         amount_error = message_for(error)
     else:
         names = sorted({*rt.channels.names(), "wallet"})
-        ranking = channel_ranking.rank_channels(rt, buyer_id=None, device_class=device, amount=amount, enabled=names,
-                                                respect_setting=False)
+        ranking = [(channel, score, _reason_text(reason)) for channel, score, reason in channel_ranking.rank_channels(
+            rt, buyer_id=None, device_class=device, amount=amount, enabled=names, respect_setting=False)]
     return {"ranking": ranking, "ranking_device": device, "ranking_amount": typed, "ranking_error": amount_error,
-            "device_classes": DEVICE_CLASSES}
+            "device_labels": DEVICE_LABELS}
 
 
 def _export(metric: str, *, creator_only: bool):
@@ -172,9 +199,8 @@ def _export(metric: str, *, creator_only: bool):
     user = page_user()
     asked = _filters()
     limit = request.args.get("limit", "10")
-    ask = analytics.MetricRequest(
-        metric=metric, from_=asked.from_, to=asked.to, granularity=asked.granularity, channel=asked.channel,
-        kind=asked.kind, creator_id=user.id if creator_only else asked.creator_id,
+    ask = analytics.MetricRequest.of(
+        metric, asked, creator_id=user.id if creator_only else asked.creator_id,
         group_by=(request.args.get("group_by") or None),
         limit=int(limit) if limit.isascii() and limit.isdigit() and len(limit) < 4 else 0)  # 0: refused, `limit`
     try:
@@ -197,9 +223,8 @@ def _report(*, creator_only: bool):
     rt = runtime()
     user = page_user()
     asked = _filters()
-    query = analytics.build_query(rt, request_session(), user, analytics.MetricRequest(
-        metric="gmv", from_=asked.from_, to=asked.to, granularity=asked.granularity,
-        creator_id=user.id if creator_only else asked.creator_id))
+    query = analytics.build_query(rt, request_session(), user, analytics.MetricRequest.of(
+        "gmv", asked, channel=None, kind=None, creator_id=user.id if creator_only else asked.creator_id))
     try:
         data = gather(rt, start=query.start, end=query.end, creator_id=query.creator_id)
     except StoreBusy:
