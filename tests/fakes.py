@@ -104,3 +104,13 @@ class FakeChannel:
 
     def count(self, name: str) -> int:
         return sum(1 for call in self.calls if call[0] == name)
+
+
+class LaterClock:
+    """Another clock moved on by `delta`: lets a test jump past an expiry, a backoff or a settlement period."""
+
+    def __init__(self, base, delta) -> None:
+        self.base, self.delta = base, delta
+
+    def now(self):
+        return self.base.now() + self.delta

@@ -53,40 +53,36 @@ def grant_for_order(session: Session, order: Order, *, clock: Clock) -> list[Ent
     return granted
 
 
-def revoke_for_order(session: Session, order_id: str, *, clock: Clock) -> list[Entitlement]:
-    """Revoke every active entitlement an order granted (full refund, fraud)."""
-    revoked = []
-    for entitlement in session.scalars(select(Entitlement).where(
-            Entitlement.order_id == order_id, Entitlement.status == "active")):
+def _move_order_entitlements(session: Session, order_id: str, *, source: str, target: str, event: str,
+                             values: dict, clock: Clock) -> list[Entitlement]:
+    """Move each of an order's entitlements in `source` to `target` (compare-and-set, so a replay or a
+    concurrent move changes nothing twice), with its event."""
+    moved = []
+    for entitlement in list(session.scalars(select(Entitlement).where(
+            Entitlement.order_id == order_id, Entitlement.status == source))):
         done = session.execute(update(Entitlement).where(
-            Entitlement.id == entitlement.id, Entitlement.status == "active")
-            .values(status="revoked", revoked_at=clock.now(), version=Entitlement.version + 1))
+            Entitlement.id == entitlement.id, Entitlement.status == source)
+            .values(status=target, version=Entitlement.version + 1, **values))
         if done.rowcount == 1:
             session.refresh(entitlement)
-            record_event(session, type="entitlement.revoked", object_type="entitlement",
-                         object_id=entitlement.id, sequence=entitlement.version,
-                         payload=as_json(EntitlementOut, entitlement), clock=clock)
-            revoked.append(entitlement)
-    return revoked
+            record_event(session, type=event, object_type="entitlement", object_id=entitlement.id,
+                         sequence=entitlement.version, payload=as_json(EntitlementOut, entitlement), clock=clock)
+            moved.append(entitlement)
+    return moved
+
+
+def revoke_for_order(session: Session, order_id: str, *, clock: Clock) -> list[Entitlement]:
+    """Revoke every active entitlement an order granted (full refund, fraud)."""
+    return _move_order_entitlements(session, order_id, source="active", target="revoked",
+                                    event="entitlement.revoked", values={"revoked_at": clock.now()}, clock=clock)
 
 
 def restore_for_order(session: Session, order_id: str, *, clock: Clock) -> list[Entitlement]:
     """Give back every entitlement of an order that was revoked while the order stayed paid (support
     undoing a mistaken fraud mark); dates are kept, so a membership runs its paid period. A replay
     restores nothing twice. The caller checks the order is paid."""
-    restored = []
-    for entitlement in list(session.scalars(select(Entitlement).where(
-            Entitlement.order_id == order_id, Entitlement.status == "revoked"))):
-        done = session.execute(update(Entitlement).where(
-            Entitlement.id == entitlement.id, Entitlement.status == "revoked")
-            .values(status="active", revoked_at=None, version=Entitlement.version + 1))
-        if done.rowcount == 1:
-            session.refresh(entitlement)
-            record_event(session, type="entitlement.granted", object_type="entitlement",
-                         object_id=entitlement.id, sequence=entitlement.version,
-                         payload=as_json(EntitlementOut, entitlement), clock=clock)
-            restored.append(entitlement)
-    return restored
+    return _move_order_entitlements(session, order_id, source="revoked", target="active",
+                                    event="entitlement.granted", values={"revoked_at": None}, clock=clock)
 
 
 def effective_status(entitlement: Entitlement, now: datetime) -> str:

@@ -201,16 +201,9 @@ class StripeChannel:
             "metadata": {"payment_id": request.payment_id}}
         if request.subject:
             params["description"] = request.subject[:1000]
-        try:
-            # Our payment id is the idempotency key: a retried create never opens a second intent.
-            intent = self._data(self._reach(lambda: self._client.v1.payment_intents.create(
-                params, {"idempotency_key": request.payment_id})))
-        except stripe.IdempotencyError as exc:
-            raise Conflict(f"Stripe already holds another request for {request.payment_id}: {exc.user_message}",
-                           code="idempotency_conflict") from None
-        except (stripe.InvalidRequestError, stripe.CardError) as exc:
-            raise InvalidRequest(f"Stripe refused the payment: {exc.user_message}",
-                                 code=exc.code or "stripe_refused") from None
+        # Our payment id is the idempotency key: a retried create never opens a second intent.
+        intent = self._create_once(request.payment_id, lambda: self._client.v1.payment_intents.create(
+            params, {"idempotency_key": request.payment_id}))
         intent_id, client_secret = _text(intent.get("id")), _text(intent.get("client_secret"))
         if not intent_id or not client_secret:
             raise ChannelUnavailable("Stripe answered a PaymentIntent without id or client_secret.")
@@ -223,6 +216,17 @@ class StripeChannel:
                 extra["pay_url"] = url
         return Created(action=Action("client_secret", {"client_secret": client_secret}),
                        channel_trade_no=intent_id, extra=extra)
+
+    def _create_once(self, payment_id: str, call: Callable[[], object]) -> dict:
+        """Create a Stripe object keyed by our payment id; Stripe's refusals become our errors."""
+        try:
+            return self._data(self._reach(call))
+        except stripe.IdempotencyError as exc:
+            raise Conflict(f"Stripe already holds another request for {payment_id}: {exc.user_message}",
+                           code="idempotency_conflict") from None
+        except (stripe.InvalidRequestError, stripe.CardError) as exc:
+            raise InvalidRequest(f"Stripe refused the payment: {exc.user_message}",
+                                 code=exc.code or "stripe_refused") from None
 
     def _create_checkout(self, request: PaymentRequest) -> Created:
         """A Checkout Session in payment mode: the buyer types the card on Stripe's hosted page, so no Stripe.js
@@ -243,15 +247,8 @@ class StripeChannel:
                 "product_data": {"name": request.subject[:250] or request.payment_id}}}],
             "client_reference_id": request.payment_id, "metadata": metadata, "payment_intent_data": intent_data,
             "success_url": request.return_url, "cancel_url": request.return_url, "expires_at": expires_at}
-        try:
-            session = self._data(self._reach(lambda: self._client.v1.checkout.sessions.create(
-                params, {"idempotency_key": request.payment_id})))
-        except stripe.IdempotencyError as exc:
-            raise Conflict(f"Stripe already holds another request for {request.payment_id}: {exc.user_message}",
-                           code="idempotency_conflict") from None
-        except (stripe.InvalidRequestError, stripe.CardError) as exc:
-            raise InvalidRequest(f"Stripe refused the payment: {exc.user_message}",
-                                 code=exc.code or "stripe_refused") from None
+        session = self._create_once(request.payment_id, lambda: self._client.v1.checkout.sessions.create(
+            params, {"idempotency_key": request.payment_id}))
         session_id, url = _text(session.get("id")), _text(session.get("url"))
         if not session_id or not url:
             raise ChannelUnavailable("Stripe answered a Checkout Session without id or url.")

@@ -16,21 +16,12 @@ from knowpay.payouts.settlement import settle_due_earnings
 from knowpay.reconciliation.models import ReconciliationItem, ReconciliationRun
 from knowpay.risk.models import RiskDecision
 from tests.e2e.browser.forms import ensure_pages, post_form, sign_in
+from tests.fakes import LaterClock
 
 
 @pytest.fixture(autouse=True)
 def _pages(app):
     ensure_pages(app)
-
-
-class _Later:
-    """The app's clock moved on by `delta` (settlement waits a week)."""
-
-    def __init__(self, base, delta) -> None:
-        self.base, self.delta = base, delta
-
-    def now(self):
-        return self.base.now() + self.delta
 
 
 def _turn_on_two_factor(ctx, user_id: str) -> str:
@@ -46,7 +37,7 @@ def _turn_on_two_factor(ctx, user_id: str) -> str:
 
 def _next_code(secret: str, ctx) -> str:
     """The authenticator's next code (the current one was spent turning two-factor on)."""
-    return totp.current_code(secret, _Later(ctx.clock, timedelta(seconds=30)))
+    return totp.current_code(secret, LaterClock(ctx.clock, timedelta(seconds=30)))
 
 
 @pytest.fixture
@@ -130,7 +121,7 @@ def test_recording_a_bank_transfer_needs_a_second_factor_and_completes_the_payme
 def test_approving_a_payout_needs_a_second_factor(ctx, admin_client, admin, client, buyer, creator,
                                                   published_product, fake_channel):
     _sell(client, buyer, published_product["id"], fake_channel)
-    ctx.clock = _Later(ctx.clock, timedelta(days=8))
+    ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
     with ctx.db.transaction() as session:
         maker = session.get(User, creator.id)

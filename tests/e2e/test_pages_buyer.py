@@ -16,6 +16,7 @@ from knowpay.domain.clock import SystemClock
 from knowpay.fieldcrypt import FieldCipher
 from knowpay.security.models import AuditEntry
 from tests.e2e.browser.forms import csrf_token, ensure_pages, post_form, sign_in
+from tests.fakes import LaterClock
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +169,7 @@ def test_two_factor_sign_in_asks_for_the_code_on_our_page(app, buyer):
     assert "/account/tf-validate" in answer.headers["Location"]
     page = client.get(answer.headers["Location"]).get_data(as_text=True)
     assert "两步验证登录" in page and 'autocomplete="one-time-code"' in page and 'class="card auth-card"' in page
-    later = _Later(ctx.clock, timedelta(seconds=30))
+    later = LaterClock(ctx.clock, timedelta(seconds=30))
     done = post_form(client, "/account/tf-validate", {"code": totp.current_code(secret, later)})
     assert done.status_code in (302, 303) and done.headers["Location"].endswith("/me")
 
@@ -182,9 +183,3 @@ def test_flask_security_pages_wear_the_site_layout(buyer_client, client):
     assert "登录失败" in failed.get_data(as_text=True)
 
 
-class _Later:
-    def __init__(self, base, delta) -> None:
-        self.base, self.delta = base, delta
-
-    def now(self):
-        return self.base.now() + self.delta

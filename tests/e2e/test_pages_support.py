@@ -21,20 +21,13 @@ from knowpay.refunds.models import Refund
 from knowpay.security.models import AuditEntry
 from knowpay.support.models import Ticket
 from tests.e2e.browser.forms import ensure_pages, post_form, sign_in
+from tests.fakes import LaterClock
 from tests.integration.test_recommend_api import make_product, sell
 
 
 @pytest.fixture(autouse=True)
 def _pages(app):
     ensure_pages(app)
-
-
-class _Later:
-    def __init__(self, base, delta) -> None:
-        self.base, self.delta = base, delta
-
-    def now(self):
-        return self.base.now() + self.delta
 
 
 def _signed_in(app, email: str):
@@ -191,7 +184,7 @@ def test_a_refund_from_the_case_screen_needs_a_second_factor_and_is_audited(
     assert 'name="otp"' in case
     post_form(support_client, f"/admin/tickets/{ticket_id}/refund", {**fields, "otp": "000000"})
     assert "验证码无效或已被使用" in support_client.get(f"/admin/tickets/{ticket_id}").get_data(as_text=True)
-    code = totp.current_code(secret, _Later(ctx.clock, timedelta(seconds=30)))
+    code = totp.current_code(secret, LaterClock(ctx.clock, timedelta(seconds=30)))
     post_form(support_client, f"/admin/tickets/{ticket_id}/refund", {**fields, "otp": code})
     case = support_client.get(f"/admin/tickets/{ticket_id}").get_data(as_text=True)
     assert "退款已发起" in case and "¥10.00" in case and "课程当天无法访问" in case

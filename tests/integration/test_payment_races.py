@@ -13,6 +13,7 @@ from knowpay.ledger.service import verify_ledger
 from knowpay.payments.maintenance import expire_order
 from knowpay.payments.models import ChannelNotification
 from knowpay.refunds.models import Refund
+from tests.fakes import LaterClock
 
 
 def _run_together(n: int, target) -> list:
@@ -59,19 +60,11 @@ def test_thirty_concurrent_duplicate_notifications_capture_once(app, client, ctx
         assert verify_ledger(session).ok
 
 
-class _Later:
-    def __init__(self, base, delta) -> None:
-        self.base, self.delta = base, delta
-
-    def now(self):
-        return self.base.now() + self.delta
-
-
 def test_expiry_racing_a_successful_payment_ends_consistent_either_way(app, client, ctx, buyer,
                                                                        published_product, fake_channel):
     rounds = 6
     pairs = [_pending_payment(client, buyer, published_product["id"]) for _ in range(rounds)]
-    ctx.clock = _Later(ctx.clock, timedelta(seconds=ctx.settings.order_ttl_seconds + 5))
+    ctx.clock = LaterClock(ctx.clock, timedelta(seconds=ctx.settings.order_ttl_seconds + 5))
     for order, payment in pairs:
         fake_channel.trades[payment["id"]]["status"] = "pending"
         body = fake_channel.notification_body(payment["id"], payment["amount"])

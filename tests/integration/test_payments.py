@@ -11,6 +11,7 @@ from knowpay.payments.maintenance import expire_due_orders, query_pending_paymen
 from knowpay.payments.models import ChannelNotification
 from knowpay.refunds.models import Refund
 from knowpay.refunds.processing import process_pending_refunds
+from tests.fakes import LaterClock
 
 
 def _order(client, buyer, product_id) -> dict:
@@ -125,7 +126,7 @@ def test_expiry_closes_the_channel_trade_first_and_a_paid_trade_wins(client, ctx
     unpaid_order = _order(client, buyer, published_product["id"])
     unpaid_payment = _pay(client, buyer, unpaid_order["id"])
     fake_channel.trades[paid_payment["id"]]["status"] = "succeeded"  # paid, but the notification was lost
-    ctx.clock = _Later(ctx.clock, timedelta(seconds=ctx.settings.order_ttl_seconds + 1))
+    ctx.clock = LaterClock(ctx.clock, timedelta(seconds=ctx.settings.order_ttl_seconds + 1))
     assert expire_due_orders(ctx) == 1
     assert fake_channel.count("close") == 2
     get = lambda path: client.get(path, headers=buyer.headers).get_json()  # noqa: E731
@@ -146,20 +147,12 @@ def test_querying_the_channel_completes_a_payment_whose_notification_was_lost(cl
     order = _order(client, buyer, published_product["id"])
     payment = _pay(client, buyer, order["id"])
     assert query_pending_payments(ctx) == 0  # not due yet
-    ctx.clock = _Later(ctx.clock, timedelta(seconds=31))
+    ctx.clock = LaterClock(ctx.clock, timedelta(seconds=31))
     assert query_pending_payments(ctx) == 0  # due, still unpaid: asked and rescheduled
     assert fake_channel.count("query") == 1
     fake_channel.trades[payment["id"]]["status"] = "succeeded"
-    ctx.clock = _Later(ctx.clock, timedelta(seconds=61))
+    ctx.clock = LaterClock(ctx.clock, timedelta(seconds=61))
     assert query_pending_payments(ctx) == 1
     assert client.get(f"/api/v1/orders/{order['id']}", headers=buyer.headers).get_json()["status"] == "paid"
 
 
-class _Later:
-    """The real clock moved forward: lets a test jump past expiry and backoff."""
-
-    def __init__(self, base, delta) -> None:
-        self.base, self.delta = base, delta
-
-    def now(self):
-        return self.base.now() + self.delta

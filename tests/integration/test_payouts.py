@@ -13,14 +13,7 @@ from knowpay.payouts.settlement import settle_due_earnings
 from knowpay.risk.models import RiskDecision
 from knowpay.security.audit import verify_chain
 from knowpay.security.models import AuditEntry
-
-
-class _Later:
-    def __init__(self, base, delta) -> None:
-        self.base, self.delta = base, delta
-
-    def now(self):
-        return self.base.now() + self.delta
+from tests.fakes import LaterClock
 
 
 def _sell(client, buyer, product_id, fake_channel) -> dict:
@@ -51,7 +44,7 @@ def test_earnings_settle_after_the_period_and_a_payout_goes_through(client, ctx,
     assert _earnings(client, creator.headers) == {"pending": 8910, "available": 0, "in_payout": 0, "paid_out": 0,
                                                   "currency": "cny"}
     assert settle_due_earnings(ctx) == 0  # still inside the 7-day period
-    ctx.clock = _Later(ctx.clock, timedelta(days=7, seconds=1))
+    ctx.clock = LaterClock(ctx.clock, timedelta(days=7, seconds=1))
     assert settle_due_earnings(ctx) == 1
     assert settle_due_earnings(ctx) == 0
     creator_h, admin_h = _fresh_headers(client, creator, ctx.clock), _fresh_headers(client, admin, ctx.clock)
@@ -88,7 +81,7 @@ def test_earnings_settle_after_the_period_and_a_payout_goes_through(client, ctx,
 def test_a_rejected_payout_returns_to_available(client, ctx, buyer, creator, admin, published_product,
                                                 fake_channel):
     _sell(client, buyer, published_product["id"], fake_channel)
-    ctx.clock = _Later(ctx.clock, timedelta(days=8))
+    ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
     creator_h, admin_h = _fresh_headers(client, creator, ctx.clock), _fresh_headers(client, admin, ctx.clock)
     client.put("/api/v1/creator/payout-account", headers=creator_h,
@@ -105,7 +98,7 @@ def test_a_rejected_payout_returns_to_available(client, ctx, buyer, creator, adm
 def test_a_refund_after_settlement_may_take_available_below_zero_and_says_so(client, ctx, buyer, creator, admin,
                                                                               published_product, fake_channel):
     payment = _sell(client, buyer, published_product["id"], fake_channel)
-    ctx.clock = _Later(ctx.clock, timedelta(days=8))
+    ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
     creator_h, support_h = _fresh_headers(client, creator, ctx.clock), _fresh_headers(client, admin, ctx.clock)
     client.put("/api/v1/creator/payout-account", headers=creator_h,
@@ -124,7 +117,7 @@ def test_a_refund_inside_the_period_reduces_pending_and_settlement_moves_only_th
     payment = _sell(client, buyer, published_product["id"], fake_channel)
     client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": payment["id"], "amount": 990})
     assert _earnings(client, creator.headers)["pending"] == 8910 - 891
-    ctx.clock = _Later(ctx.clock, timedelta(days=8))
+    ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
     earned = _earnings(client, _fresh_headers(client, creator, ctx.clock))
     assert (earned["pending"], earned["available"]) == (0, 8019)
@@ -132,7 +125,7 @@ def test_a_refund_inside_the_period_reduces_pending_and_settlement_moves_only_th
 
 def _requested_payout(client, ctx, buyer, creator, product_id, fake_channel) -> dict:
     _sell(client, buyer, product_id, fake_channel)
-    ctx.clock = _Later(ctx.clock, timedelta(days=8))
+    ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
     creator_h = _fresh_headers(client, creator, ctx.clock)
     client.put("/api/v1/creator/payout-account", headers=creator_h,
@@ -149,9 +142,9 @@ def test_payout_decisions_need_a_recent_second_factor(client, ctx, buyer, creato
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "two_factor_not_enabled"
 
     admin = make_user("admin", second_factor=True)
-    ctx.clock = _Later(ctx.clock, timedelta(seconds=ctx.settings.step_up_seconds + 60))
+    ctx.clock = LaterClock(ctx.clock, timedelta(seconds=ctx.settings.step_up_seconds + 60))
     stale = _fresh_headers(client, admin, ctx.clock)  # signed in with the code, then time passes
-    ctx.clock = _Later(ctx.clock, timedelta(seconds=ctx.settings.step_up_seconds + 60))
+    ctx.clock = LaterClock(ctx.clock, timedelta(seconds=ctx.settings.step_up_seconds + 60))
     for path, body in ((approve, None), (f"/api/v1/payouts/{payout['id']}/reject", {"reason": "x"}),
                        (f"/api/v1/payouts/{payout['id']}/mark-paid", {})):
         answer = client.post(path, headers=stale, json=body)

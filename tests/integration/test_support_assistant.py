@@ -12,16 +12,7 @@ from knowpay.refunds.models import Refund
 from knowpay.support import assistant, faq
 from knowpay.support.models import Ticket
 from tests.integration.test_support_tickets import buy
-
-
-class Later:
-    """The real clock moved forward."""
-
-    def __init__(self, base, delta) -> None:
-        self.base, self.delta = base, delta
-
-    def now(self):
-        return self.base.now() + self.delta
+from tests.fakes import LaterClock
 
 
 @pytest.fixture
@@ -105,7 +96,7 @@ def test_a_refund_within_the_window_is_offered_as_a_button_that_files_it(
 def test_a_refund_after_the_window_is_refused_and_handed_to_support(client, ctx, fake_channel, buyer, creator):
     short = product(client, creator, "Short window", refund_window_days=1)
     now = ctx.clock
-    ctx.clock = Later(now, timedelta(days=-2))  # bought two days ago
+    ctx.clock = LaterClock(now, timedelta(days=-2))  # bought two days ago
     paid = buy(client, fake_channel, buyer, short["id"])
     ctx.clock = now
     answer = ask(client, buyer, "退款", "zh-CN")
