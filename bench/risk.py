@@ -2,10 +2,14 @@
 counters and with database counters, the model on and off.
 
 An assessment is what checkout waits for before a channel is called: velocity counters recorded and
-read (one Lua call to Redis, or one transaction in the database), the buyer's history read (one
-query), the model scored, every rule run. Storing the decision rides in the payment's own
-transaction and is shown separately. The history behind it is simulated (`knowpay risk simulate`)
-and the model is trained on it.
+read (one Lua call to Redis, sent before and answered after the history query; or one transaction
+in the database), the buyer's history read (one query), the model scored, every rule run. Storing
+the decision rides in the payment's own transaction and is shown separately. The history behind it
+is simulated (`knowpay risk simulate`) and the model is trained on it.
+
+The machine's own round trips are measured in the same rounds as the decisions (a bare Redis PING,
+a bare PostgreSQL `SELECT 1`, and both at once as an assessment overlaps them): the floor under any
+figure above it, under the same load.
 
     .venv/bin/python bench/risk.py [--decisions 3000] [--buyers 300] [--sqlite]
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import socket
 import statistics
 import sys
 import tempfile
@@ -74,6 +79,49 @@ def subjects(users, n: int, seed: int = 5):
 
 CONFIGS = (("redis", True), ("redis", False), ("database", True), ("database", False))
 ROUNDS = 10
+AIM_P99 = 0.001
+
+
+class Floors:
+    """Bare round trips to this Redis and this PostgreSQL, no client library in the way."""
+
+    def __init__(self, database_url: str | None) -> None:
+        import psycopg
+
+        self.redis = socket.create_connection(("127.0.0.1", 6379))
+        self.redis.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pg = psycopg.connect(database_url, autocommit=True) if database_url else None
+        self.found: dict[str, list[float]] = {"Redis PING": []}
+        if self.pg is not None:
+            self.found.update({"PostgreSQL SELECT 1": [], "both at once": []})
+
+    def _ping(self) -> None:
+        self.redis.sendall(b"PING\r\n")
+        if self.redis.recv(64) != b"+PONG\r\n":
+            raise RuntimeError("unexpected answer to PING")
+
+    def sample(self, n: int) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self._ping()
+            self.found["Redis PING"].append(time.perf_counter() - t0)
+            if self.pg is None:
+                continue
+            t0 = time.perf_counter()
+            self.pg.execute("SELECT 1").fetchone()
+            self.found["PostgreSQL SELECT 1"].append(time.perf_counter() - t0)
+            # As an assessment does it: the Redis request out, the query run, then Redis's answer read.
+            t0 = time.perf_counter()
+            self.redis.sendall(b"PING\r\n")
+            self.pg.execute("SELECT 1").fetchone()
+            if self.redis.recv(64) != b"+PONG\r\n":
+                raise RuntimeError("unexpected answer to PING")
+            self.found["both at once"].append(time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.redis.close()
+        if self.pg is not None:
+            self.pg.close()
 
 
 def engines(ctx, users) -> dict:
@@ -92,9 +140,9 @@ def engines(ctx, users) -> dict:
     return built
 
 
-def measure(ctx, users, built: dict, decisions: int) -> dict:
+def measure(ctx, users, built: dict, decisions: int, floors: Floors) -> dict:
     """Latencies per configuration, taken in interleaved rounds so that a change in the machine's load
-    falls on every configuration alike."""
+    falls on every configuration (and on the floors) alike."""
     from knowpay.domain.clock import SystemClock
     from knowpay.risk.service import store_decision
 
@@ -121,6 +169,7 @@ def measure(ctx, users, built: dict, decisions: int) -> dict:
             with ctx.db.transaction() as session:
                 store_decision(session, ctx, assessment)
             found["stored"].append(time.perf_counter() - t0)
+        floors.sample(len(chunk))
     return found
 
 
@@ -167,6 +216,12 @@ def _forget(engine) -> None:
         client.delete(key)
 
 
+def _script_stats(built: dict) -> tuple[int, int]:
+    """EVALSHA calls and microseconds so far, as the Redis server counts them (all its clients)."""
+    found = built[("redis", True)].counters.primary.client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(found.get("calls", 0)), int(found.get("usec", 0))
+
+
 def _row(label: str, latencies: list[float]) -> str:
     rate = len(latencies) / sum(latencies)
     return (f"{label:<28} {rate:>12.0f} {percentile(latencies, 50) * 1000:>8.3f} "
@@ -185,15 +240,35 @@ def main() -> None:
           f"in {ROUNDS} interleaved rounds, one thread, in process; load average {os.getloadavg()[0]:.1f}")
     ctx, users = prepare(url, instance, args.buyers)
     built = engines(ctx, users)
-    found = measure(ctx, users, built, args.decisions)
+    floors = Floors(None if args.sqlite else url)
+    found = measure(ctx, users, built, args.decisions, floors)
+    floors.close()
     print(f"{'counters, model':<28} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for counters, model in CONFIGS:
         print(_row(f"{counters}, model {'on' if model else 'off'}", found[(counters, model)]))
     print(_row("redis, model on, + stored", found["stored"]))
+    print(f"{'floor (same rounds)':<28} {'trips/s':>12}")
+    for name, latencies in floors.found.items():
+        print(_row(f"  {name}", latencies))
+    aim = percentile(found[("redis", True)], 99)
+    print(
+        f"aim: p99 under {AIM_P99 * 1000:.0f} ms with Redis counters and the model: "
+        f"{'met' if aim < AIM_P99 else 'not met'} ({aim * 1000:.3f} ms)"
+    )
     print("one assessment, part by part:")
-    for name, latencies in components(ctx, users, built).items():
-        print(f"  {name:<34} p50 {percentile(latencies, 50) * 1000:7.3f} ms   "
-              f"p99 {percentile(latencies, 99) * 1000:7.3f} ms")
+    before = _script_stats(built)
+    parts = components(ctx, users, built)
+    calls, usec = (after - first for after, first in zip(_script_stats(built), before, strict=True))
+    for name, latencies in parts.items():
+        print(
+            f"  {name:<34} p50 {percentile(latencies, 50) * 1000:7.3f} ms   "
+            f"p99 {percentile(latencies, 99) * 1000:7.3f} ms"
+        )
+    ours = len(parts["redis counters (1 Lua call)"])
+    print(
+        f"  Redis's own time running the script: {usec / max(calls, 1):.0f} µs a call "
+        f"(INFO commandstats over {calls} EVALSHA calls, {ours} of them ours)"
+    )
     print(f"load average now {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     for engine in built.values():
         if engine.counters.primary is not None:

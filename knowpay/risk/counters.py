@@ -4,20 +4,24 @@ Every counter is a set of members with the time each was last seen; a window's c
 were seen inside it. An attempt is a member of its own (so attempts are counted one by one), an
 instrument or an account is a member by its id (so they are counted distinctly). Recording and
 counting are one atomic step in every store, so concurrent attempts each see the ones before them.
+`begin` sends that step and returns a callable for its answer: Redis works on it while the caller
+reads the buyer's history from the database.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Protocol
 
+from redis.exceptions import NoScriptError
 from sqlalchemy import and_, bindparam, case, distinct, func, insert, or_, select, text
 from sqlalchemy.orm import Session
 
@@ -76,8 +80,14 @@ class Counts:
         return self.counts.get(key, {}).get(window, 0)
 
 
+# The answer to an observation already sent; called exactly once (it releases what the call holds).
+Pending = Callable[[], Counts]
+
+
 class CounterStore(Protocol):
     name: str
+
+    def begin(self, observation: Observation, now: datetime) -> Pending: ...
 
     def observe(self, observation: Observation, now: datetime) -> Counts: ...
 
@@ -118,6 +128,10 @@ class MemoryCounters:
                 result.members[key] = sorted(m for m, at in seen.items() if at > since)[:LINKED_LIMIT]
             return result
 
+    def begin(self, observation: Observation, now: datetime) -> Pending:
+        counts = self.observe(observation, now)
+        return lambda: counts
+
     def record(self, hits: Sequence[Hit], now: datetime, session: Session | None = None) -> None:
         with self._lock:
             self._add(hits, now)
@@ -157,6 +171,10 @@ class DbCounters:
         with self.db.transaction() as session:
             self._write(session, observation.hits, now, lock=True)
             return self._count(session, observation, now)
+
+    def begin(self, observation: Observation, now: datetime) -> Pending:
+        counts = self.observe(observation, now)
+        return lambda: counts
 
     def record(self, hits: Sequence[Hit], now: datetime, session: Session | None = None) -> None:
         if session is not None:
@@ -245,7 +263,8 @@ def _lua_table(values: dict[str, object]) -> str:
 
 # One round trip, atomic: record the hits, trim and count every window of the key's family, list
 # linked members. The windows are written into the script from FAMILY_WINDOWS, so a call carries only
-# keys, members and family names.
+# keys, members and family names. The answer is one JSON string (counts in order, then the member
+# lists): decoding it is one C call, where a nested reply costs a Python parser step per value.
 _OBSERVE = """
 local W = __WINDOWS__
 local TTL = __TTLS__
@@ -254,9 +273,18 @@ local nh, nr, nl, limit, linked = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber
                                   tonumber(ARGV[6])
 local a, k = 7, 1
 local out = {}
+local bounds = {}
 local function count(key, family)
-  for _, w in ipairs(W[family]) do
-    out[#out + 1] = redis.call('ZCOUNT', key, '(' .. tostring(now - w), '+inf')
+  local lows = bounds[family]
+  if not lows then
+    lows = {}
+    for i, w in ipairs(W[family]) do
+      lows[i] = '(' .. tostring(now - w)
+    end
+    bounds[family] = lows
+  end
+  for i = 1, #lows do
+    out[#out + 1] = redis.call('ZCOUNT', key, lows[i], '+inf')
   end
 end
 for _ = 1, nh do
@@ -268,14 +296,21 @@ for _ = 1, nh do
   count(key, family)
 end
 for _ = 1, nr do
-  count(KEYS[k], ARGV[a])
+  -- Most keys only read (failures, instruments) do not exist: every window of a missing key is 0.
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    count(KEYS[k], ARGV[a])
+  else
+    for _ = 1, #W[ARGV[a]] do
+      out[#out + 1] = 0
+    end
+  end
   k, a = k + 1, a + 1
 end
 for _ = 1, nl do
   out[#out + 1] = redis.call('ZREVRANGEBYSCORE', KEYS[k], '+inf', '(' .. tostring(now - linked), 'LIMIT', 0, limit)
   k = k + 1
 end
-return out
+return cjson.encode(out)
 """.replace("__WINDOWS__", _lua_table({f: "{" + ", ".join(map(str, w)) + "}" for f, w in FAMILY_WINDOWS.items()}))
 _OBSERVE = _OBSERVE.replace("__TTLS__", _lua_table({f: max(w) for f, w in FAMILY_WINDOWS.items()}))
 
@@ -293,7 +328,11 @@ return #KEYS
 
 
 class RedisCounters:
-    """Counters as Redis sorted sets (member → last seen), read and written by one Lua script per call."""
+    """Counters as Redis sorted sets (member → last seen), read and written by one Lua script per call.
+
+    An observation is sent by EVALSHA on a connection of the client's pool, and its answer read
+    when the caller asks for it, so the caller's own round trip (the history query) overlaps Redis's.
+    """
 
     name = "redis"
 
@@ -306,14 +345,17 @@ class RedisCounters:
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "knowpay:risk", timeout: float = 0.25) -> RedisCounters:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        # Short timeouts: a Redis that hangs must cost a checkout milliseconds, not seconds (the
-        # database counters take over).
+        # Short timeouts and no retries: a Redis that hangs must cost a checkout milliseconds, not
+        # seconds (the database counters take over), and a script that timed out may have run, so
+        # running it again could count an attempt twice.
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                                      health_check_interval=30)
+                                      health_check_interval=30, retry=Retry(NoBackoff(), 0))
         return cls(client, namespace=namespace)
 
-    def observe(self, observation: Observation, now: datetime) -> Counts:
+    def _arguments(self, observation: Observation, now: datetime) -> tuple[list[str], list]:
         keys: list[str] = []
         args: list = [round(_epoch(now), 6), len(observation.hits), len(observation.reads), len(observation.linked),
                       LINKED_LIMIT, observation.linked_window]
@@ -324,7 +366,38 @@ class RedisCounters:
             keys.append(self.namespace + read.key)
             args.append(_family(read.key))
         keys += [self.namespace + key for key in observation.linked]
-        out = self._observe(keys=keys, args=args)
+        return keys, args
+
+    def begin(self, observation: Observation, now: datetime) -> Pending:
+        keys, args = self._arguments(observation, now)
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command("EVALSHA", self._observe.sha, len(keys), *keys, *args)
+        except BaseException:
+            pool.release(connection)  # a failed send has disconnected it: the pool reconnects it
+            raise
+
+        def answer() -> Counts:
+            try:
+                # A timeout or a broken connection disconnects it, so no late answer is read by another call.
+                reply = connection.read_response()
+            except NoScriptError:
+                reply = None
+            finally:
+                pool.release(connection)
+            if reply is None:
+                # This Redis does not know the script yet (restarted, or flushed): load it and run it.
+                reply = self._observe(keys=keys, args=args)
+            return self._counts(observation, reply)
+
+        return answer
+
+    def observe(self, observation: Observation, now: datetime) -> Counts:
+        return self.begin(observation, now)()
+
+    def _counts(self, observation: Observation, reply: bytes) -> Counts:
+        out = json.loads(reply)
         result = Counts(store=self.name)
         position = 0
         items: list[Hit | Read] = [*observation.hits, *observation.reads]
@@ -334,7 +407,8 @@ class RedisCounters:
             result.counts[item.key] = {w: int(found.get(w, 0)) for w in item.windows}
             position += len(windows)
         for key in observation.linked:
-            result.members[key] = sorted(m.decode() if isinstance(m, bytes) else m for m in out[position])
+            # cjson writes an empty list as an empty object.
+            result.members[key] = sorted(out[position] or ())
             position += 1
         return result
 
@@ -369,15 +443,31 @@ class ResilientCounters:
                     exc.__class__.__name__, exc, self.fallback.name)
         return f"counters: {self.primary.name} unavailable ({exc.__class__.__name__}); used {self.fallback.name}"
 
-    def observe(self, observation: Observation, now: datetime) -> Counts:
-        fault = None
+    def begin(self, observation: Observation, now: datetime) -> Pending:
         if self._usable():
             try:
-                return self.primary.observe(observation, now)
+                pending = self.primary.begin(observation, now)
             except Exception as exc:  # noqa: BLE001 - whatever Redis does, the checkout goes on
-                fault = self._failed(exc)
-        elif self.primary is not None:
+                counts = self._fall_back(observation, now, self._failed(exc))
+                return lambda: counts
+
+            def answer() -> Counts:
+                try:
+                    return pending()
+                except Exception as exc:  # noqa: BLE001
+                    return self._fall_back(observation, now, self._failed(exc))
+
+            return answer
+        fault = None
+        if self.primary is not None:
             fault = f"counters: {self.primary.name} paused after a failure; used {self.fallback.name}"
+        counts = self._fall_back(observation, now, fault)
+        return lambda: counts
+
+    def observe(self, observation: Observation, now: datetime) -> Counts:
+        return self.begin(observation, now)()
+
+    def _fall_back(self, observation: Observation, now: datetime, fault: str | None) -> Counts:
         counts = self.fallback.observe(observation, now)
         if fault:
             counts.faults.append(fault)

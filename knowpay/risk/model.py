@@ -42,31 +42,32 @@ class TreeScorer:
     """A fitted binary GradientBoostingClassifier as flat arrays, scoring one row in a few numpy steps.
 
     The same arithmetic as `predict_proba` (the row is rounded to float32 as the trees compare it,
-    then every tree is walked at once) without its per-call input checks, which cost more than the
-    trees themselves at one row. `score` equals `predict_proba(row)[0, 1]` (tests hold it to 1e-9).
+    then every tree is walked) without its per-call input checks, which cost more than the trees
+    themselves at one row. `score` equals `predict_proba(row)[0, 1]` (tests hold it to 1e-9).
     """
 
     def __init__(self, estimator: GradientBoostingClassifier) -> None:
         if estimator.estimators_.shape[1] != 1:
             raise ValueError("only a binary classifier can be flattened")
         trees = [stage[0].tree_ for stage in estimator.estimators_]
-        width = max(t.node_count for t in trees)
-        shape = (len(trees), width)
-        self.feature = np.zeros(shape, dtype=np.intp)
-        self.threshold = np.zeros(shape)
-        self.left = np.zeros(shape, dtype=np.intp)
-        self.right = np.zeros(shape, dtype=np.intp)
-        self.value = np.zeros(shape)
-        for i, tree in enumerate(trees):
-            nodes = np.arange(tree.node_count)
+        # Every tree's nodes side by side in one array; a node's children are indexes into it.
+        sizes = [t.node_count for t in trees]
+        self.roots = np.cumsum([0, *sizes[:-1]]).astype(np.intp)
+        self.feature = np.zeros(sum(sizes), dtype=np.intp)
+        self.threshold = np.zeros(sum(sizes))
+        self.left = np.zeros(sum(sizes), dtype=np.intp)
+        self.right = np.zeros(sum(sizes), dtype=np.intp)
+        self.value = np.zeros(sum(sizes))
+        for root, tree in zip(self.roots, trees, strict=True):
+            nodes = slice(root, root + tree.node_count)
+            here = root + np.arange(tree.node_count)
             leaf = tree.children_left < 0
             # A leaf points at itself, so walking the deepest tree's depth leaves shallower walks in place.
-            self.feature[i, :tree.node_count] = np.where(leaf, 0, tree.feature)
-            self.threshold[i, :tree.node_count] = tree.threshold
-            self.left[i, :tree.node_count] = np.where(leaf, nodes, tree.children_left)
-            self.right[i, :tree.node_count] = np.where(leaf, nodes, tree.children_right)
-            self.value[i, :tree.node_count] = tree.value[:, 0, 0]
-        self.rows = np.arange(len(trees))
+            self.feature[nodes] = np.where(leaf, 0, tree.feature)
+            self.threshold[nodes] = tree.threshold
+            self.left[nodes] = np.where(leaf, here, root + tree.children_left)
+            self.right[nodes] = np.where(leaf, here, root + tree.children_right)
+            self.value[nodes] = tree.value[:, 0, 0]
         self.depth = max(t.max_depth for t in trees)
         self.rate = float(estimator.learning_rate)
         origin = np.zeros((1, estimator.n_features_in_))
@@ -74,11 +75,12 @@ class TreeScorer:
 
     def _trees(self, row: np.ndarray) -> float:
         x = row.astype(np.float32).astype(np.float64)
-        node = np.zeros(len(self.rows), dtype=np.intp)
+        # Where every node sends this row, decided at once; then each level of every walk is one lookup.
+        step = np.where(x[self.feature] <= self.threshold, self.left, self.right)
+        node = self.roots
         for _ in range(self.depth):
-            go_left = x[self.feature[self.rows, node]] <= self.threshold[self.rows, node]
-            node = np.where(go_left, self.left[self.rows, node], self.right[self.rows, node])
-        return self.rate * float(self.value[self.rows, node].sum())
+            node = step[node]
+        return self.rate * float(self.value[node].sum())
 
     def score(self, row: list[float]) -> float:
         raw = self.init + self._trees(np.asarray(row, dtype=np.float64))

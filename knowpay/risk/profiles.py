@@ -3,12 +3,15 @@ linked accounts. Read from the database online; kept in memory while history is 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import DateTime, String, bindparam, distinct, func, select, text
+from sqlalchemy import DateTime, Engine, String, bindparam, create_engine, distinct, event, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from knowpay.db import Database
 from knowpay.orders.models import Order
@@ -38,18 +41,49 @@ class ProfileSource(Protocol):
 
 
 class DbProfiles:
-    """One statement per assessment. On PostgreSQL it runs in autocommit on a bare connection: no
-    BEGIN and ROLLBACK round trips around a single read."""
+    """One statement per assessment. On PostgreSQL it runs on a connection of `reader`: autocommit (no
+    BEGIN and ROLLBACK around a single read) and taken from its pool without a ping (the main pool
+    pings every connection it hands out: a second round trip). A connection found dead is dropped
+    and the read tried once more on a new one."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._reader = None if db.is_sqlite else reader(db)
+        # The checkout statement as the driver takes it, compiled once.
+        self._payments_sql = None
+        if self._reader is not None:
+            self._payments_sql = str(PAYMENTS_HISTORY.compile(dialect=self._reader.dialect))
 
     def _one(self, stmt, params: dict | None = None):  # type: ignore[no-untyped-def]
-        if self.db.is_sqlite:
+        if self._reader is None:
             with self.db.transaction(write=False) as session:
                 return session.execute(stmt, params).one()
-        with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        try:
+            with self._reader.connect() as conn:
+                return conn.execute(stmt, params).one()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        with self._reader.connect() as conn:
             return conn.execute(stmt, params).one()
+
+    def _payments(self, params: dict):  # type: ignore[no-untyped-def]
+        """The checkout's row, through the driver: SQLAlchemy's execution and result machinery costs
+        about as much as the query itself."""
+        if self._reader is None:
+            return self._one(PAYMENTS_HISTORY, params)
+        connection = self._reader.raw_connection()
+        try:
+            return _fetch_one(connection, self._payments_sql, params)
+        except self._reader.dialect.loaded_dbapi.OperationalError as exc:
+            connection.invalidate(exc)
+        finally:
+            connection.close()
+        connection = self._reader.raw_connection()
+        try:
+            return _fetch_one(connection, self._payments_sql, params)
+        finally:
+            connection.close()
 
     def history(self, subject: Subject, now: datetime) -> History:
         if subject.kind == "payout":
@@ -58,7 +92,7 @@ class DbProfiles:
                             .where(Payout.creator_id == subject.user_id, Payout.status != "rejected",
                                    Payout.created_at < now))
             return History(int(row[0]), int(row[1]), int(row[2]))
-        row = self._one(PAYMENTS_HISTORY, {"user_id": subject.user_id, "now": now})
+        row = self._payments({"user_id": subject.user_id, "now": now})
         return History(*(int(v or 0) for v in row))
 
     def coupon_uses(self, coupon_code: str, user_ids: Sequence[str], exclude_order_id: str | None,
@@ -84,6 +118,27 @@ FROM (SELECT count(*) AS n, coalesce(sum(amount), 0) AS total, coalesce(max(amou
       WHERE payments.buyer_id = :user_id AND refunds.kind = 'requested' AND refunds.status <> 'failed'
         AND refunds.created_at < :now) AS refunded
 """).bindparams(bindparam("user_id", type_=String()), bindparam("now", type_=DateTime()))
+
+
+def _fetch_one(connection, sql: str, params: dict):  # type: ignore[no-untyped-def]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+_readers: WeakKeyDictionary[Database, Engine] = WeakKeyDictionary()
+_readers_lock = threading.Lock()
+
+
+def reader(db: Database) -> Engine:
+    """The database's pool for single-statement risk reads (PostgreSQL), closed when the database's own is."""
+    with _readers_lock:
+        engine = _readers.get(db)
+        if engine is None:
+            engine = _readers[db] = create_engine(db.engine.url, isolation_level="AUTOCOMMIT", pool_size=5,
+                                                  max_overflow=10, pool_timeout=10, pool_recycle=1800)
+            event.listen(db.engine, "engine_disposed", lambda _: engine.dispose())
+        return engine
 
 
 class MemoryProfiles:

@@ -136,9 +136,11 @@ class DeadRedis:
     def __init__(self) -> None:
         self.calls = 0
 
-    def observe(self, observation: Observation, now):
+    def begin(self, observation: Observation, now):
         self.calls += 1
         raise ConnectionError("Connection refused")
+
+    observe = begin
 
     def record(self, hits, now, session=None):
         self.calls += 1
@@ -159,11 +161,70 @@ def test_when_redis_fails_the_database_counters_take_over_and_the_decision_says_
     assert dead.calls == 1  # not asked again while paused
 
 
+class RedisThatTimesOut:
+    """Takes the request, then no answer comes (read timeout) while the history is being read."""
+
+    name = "redis"
+
+    def begin(self, observation: Observation, now):
+        def answer():
+            raise TimeoutError("Timeout reading from socket")
+
+        return answer
+
+    def observe(self, observation: Observation, now):
+        return self.begin(observation, now)()
+
+    def record(self, hits, now, session=None):
+        pass
+
+
+def test_when_redis_answers_nothing_the_database_counters_take_over_after_the_history_read():
+    counters = ResilientCounters(RedisThatTimesOut(), MemoryCounters(), pause_seconds=60)
+    found = engine(counters=counters).assess(subject(), now=NOW)
+    assert found.counters == "memory"
+    assert found.faults == ["counters: redis unavailable (TimeoutError); used memory"]
+    assert (found.signals["attempts_user_600"], found.signals["history_ok"]) == (1, True)
+
+
+class Answered(MemoryCounters):
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = 0
+
+    def begin(self, observation: Observation, now):
+        self.open += 1
+        counts = self.observe(observation, now)
+
+        def answer():
+            self.open -= 1
+            return counts
+
+        return answer
+
+
+class NoHistory(MemoryProfiles):
+    def history(self, subject, now):
+        raise OSError("database gone")
+
+
+def test_a_history_read_that_fails_still_takes_the_counters_answer():
+    counters = Answered()
+    run = RiskEngine(settings=load_settings({}), counters=counters, profiles=NoHistory(),
+                     config=FixedConfig(Snapshot(configs(), ListIndex())), models=None)
+    found = run.assess(subject(), now=NOW)
+    assert counters.open == 0  # a call in flight gives its connection back
+    assert found.faults == ["history: unavailable (OSError); history signals missing"]
+    assert (found.signals["attempts_user_600"], found.signals["history_ok"]) == (1, False)
+
+
 class NoCounters:
     name = "none"
 
-    def observe(self, observation, now):
+    def begin(self, observation, now):
         raise OSError("disk full")
+
+    observe = begin
 
     def record(self, hits, now, session=None):
         raise OSError("disk full")
