@@ -83,7 +83,8 @@ class ModelList(BaseModel):
 
 
 class VersionPath(Input):
-    version: int = Field(..., ge=1)
+    # Bounded like the Integer column, so a huge number is a 400, not a database overflow.
+    version: int = Field(..., ge=1, le=2**31 - 1)
 
 
 class ModelPatch(Strict):

@@ -210,12 +210,13 @@ class FaqIn(Strict):
 
 
 class FaqPatch(Strict):
-    locale: Literal["zh-CN", "en"] | None = None
-    question: str | None = Field(None, min_length=1, max_length=faq.MAX_QUESTION)
-    answer: str | None = Field(None, min_length=1, max_length=faq.MAX_ANSWER)
-    keywords: str | None = Field(None, max_length=faq.MAX_KEYWORDS)
+    # Leave a field out to keep it; only `topic` may be set to null (the others are required columns).
+    locale: Literal["zh-CN", "en"] = None
+    question: str = Field(None, min_length=1, max_length=faq.MAX_QUESTION)
+    answer: str = Field(None, min_length=1, max_length=faq.MAX_ANSWER)
+    keywords: str = Field(None, max_length=faq.MAX_KEYWORDS)
     topic: str | None = Field(None, max_length=40, pattern=r"^[a-z0-9_.-]+$")
-    published: bool | None = None
+    published: bool = None
 
 
 class FaqOut(Out):
