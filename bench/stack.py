@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from bench.checkout import MERCHANT, SECRET, signed_notification
-from bench.harness import free_port, fresh_database, wait_http
+from bench.harness import PG_ADMIN, free_port, fresh_database, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +28,22 @@ ROOT = Path(__file__).resolve().parent.parent
 def redis_server_missing() -> str | None:
     """Why a private Redis cannot be started here, or None."""
     return None if shutil.which("redis-server") else "redis-server is not installed"
+
+
+def postgres_missing() -> str | None:
+    """Why PostgreSQL cannot be used here, or None."""
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_ADMIN, connect_timeout=2):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {PG_ADMIN} does not answer ({exc.__class__.__name__})"
+
+
+def servers_missing() -> str | None:
+    """Why the fault tests cannot run here (PostgreSQL, and redis-server for a private Redis), or None."""
+    return postgres_missing() or redis_server_missing()
 
 
 class Process:

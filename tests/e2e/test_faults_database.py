@@ -14,7 +14,6 @@ import psycopg
 import pytest
 import requests
 
-from bench.harness import PG_ADMIN
 from bench.stack import (
     UNLIMITED,
     Stack,
@@ -23,6 +22,7 @@ from bench.stack import (
     drop_postgres_database,
     new_postgres_database,
     notify,
+    postgres_missing,
     shadow_risk_rules,
 )
 
@@ -33,17 +33,10 @@ OUTAGE_SECONDS = 4
 NO_HANG_SECONDS = 12
 
 
-def _pg_missing() -> str | None:
-    try:
-        with psycopg.connect(PG_ADMIN, connect_timeout=2):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {PG_ADMIN} does not answer ({exc.__class__.__name__})"
-
 
 @pytest.fixture
 def proxied_stack(tmp_path):
-    reason = _pg_missing()
+    reason = postgres_missing()
     if reason:
         pytest.skip(reason)
     direct = new_postgres_database("knowpay_fault_db")

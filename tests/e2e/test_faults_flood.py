@@ -12,25 +12,23 @@ import pytest
 import requests
 
 from bench.checkout import signed_notification
-from bench.harness import PG_ADMIN
-from bench.stack import Stack, drop_postgres_database, new_postgres_database, start_payment
+from bench.stack import (
+    Stack,
+    drop_postgres_database,
+    new_postgres_database,
+    postgres_missing,
+    start_payment,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 CONNECTIONS = 20
 
 
-def _pg_missing() -> str | None:
-    try:
-        with psycopg.connect(PG_ADMIN, connect_timeout=2):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {PG_ADMIN} does not answer ({exc.__class__.__name__})"
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    reason = _pg_missing()
+    reason = postgres_missing()
     if reason:
         pytest.skip(reason)
     database = new_postgres_database("knowpay_fault_flood")

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import requests
 
-from bench.harness import PG_ADMIN, free_port
+from bench.harness import free_port
 from bench.stack import (
     RedisServer,
     Stack,
@@ -23,7 +23,7 @@ from bench.stack import (
     new_postgres_database,
     notify,
     purchase,
-    redis_server_missing,
+    servers_missing,
     start_payment,
 )
 
@@ -33,14 +33,6 @@ ORDERS_PER_MINUTE = 12
 # A request may wait for one Redis connection attempt (2 s) but no more than a few.
 REDIS_DOWN_BUDGET_SECONDS = 8
 
-
-def _servers_missing() -> str | None:
-    try:
-        with psycopg.connect(PG_ADMIN, connect_timeout=2):
-            pass
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {PG_ADMIN} does not answer ({exc.__class__.__name__})"
-    return redis_server_missing()
 
 
 class Endpoint(BaseHTTPRequestHandler):
@@ -57,7 +49,7 @@ class Endpoint(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stack(tmp_path):
-    reason = _servers_missing()
+    reason = servers_missing()
     if reason:
         pytest.skip(reason)
     redis = RedisServer(tmp_path).start()

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import requests
 
-from bench.harness import PG_ADMIN, free_port
+from bench.harness import free_port
 from bench.stack import (
     RedisServer,
     Stack,
@@ -22,7 +22,7 @@ from bench.stack import (
     new_postgres_database,
     pay_on_gateway,
     purchase,
-    redis_server_missing,
+    servers_missing,
 )
 from knowpay.config import load_settings
 from knowpay.jobs.queue import make_huey
@@ -31,14 +31,6 @@ from knowpay.outbox.service import EVENT_TYPES
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-
-def _servers_missing() -> str | None:
-    try:
-        with psycopg.connect(PG_ADMIN, connect_timeout=2):
-            pass
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {PG_ADMIN} does not answer ({exc.__class__.__name__})"
-    return redis_server_missing()
 
 
 class SlowEndpoint(BaseHTTPRequestHandler):
@@ -63,7 +55,7 @@ class SlowEndpoint(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stack(tmp_path):
-    reason = _servers_missing()
+    reason = servers_missing()
     if reason:
         pytest.skip(reason)
     redis = RedisServer(tmp_path).start()
