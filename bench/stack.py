@@ -359,8 +359,6 @@ def new_postgres_database(prefix: str) -> str:
 def drop_postgres_database(url: str) -> None:
     import psycopg
 
-    from bench.harness import PG_ADMIN
-
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
