@@ -79,17 +79,26 @@ class SignedHttp:
 
     def send(self, outgoing: OutgoingRequest, *, content_type: str | None = None) -> HttpAnswer:
         url = self.base_url + outgoing.path + (f"?{outgoing.query}" if outgoing.query else "")
-        headers = dict(self._sign(outgoing))
-        if content_type:
-            headers["Content-Type"] = content_type
-        try:
-            response = self._session.request(outgoing.method, url, data=outgoing.body or None,
-                                             headers=headers, timeout=self._timeout, allow_redirects=False)
-        except requests.Timeout:
-            raise ChannelUnavailable(f"{self.channel} did not answer in time.") from None
-        except requests.RequestException as exc:
-            raise ChannelUnavailable(
-                f"{self.channel} could not be reached ({exc.__class__.__name__}).") from None
+        for attempt in (1, 2):
+            headers = dict(self._sign(outgoing))  # signed afresh: a nonce is never sent twice
+            if content_type:
+                headers["Content-Type"] = content_type
+            try:
+                response = self._session.request(outgoing.method, url, data=outgoing.body or None,
+                                                 headers=headers, timeout=self._timeout, allow_redirects=False)
+                break
+            except requests.Timeout:
+                raise ChannelUnavailable(f"{self.channel} did not answer in time.") from None
+            except requests.ConnectionError as exc:
+                # A pooled keep-alive connection the server had just closed fails at once; one retry on a new
+                # connection is safe because every channel call is idempotent by our own key (out_trade_no,
+                # out_request_no, Idempotency-Key).
+                if attempt == 2:
+                    raise ChannelUnavailable(
+                        f"{self.channel} could not be reached ({exc.__class__.__name__}).") from None
+            except requests.RequestException as exc:
+                raise ChannelUnavailable(
+                    f"{self.channel} could not be reached ({exc.__class__.__name__}).") from None
         if response.status_code >= 500 or response.status_code == 429:
             raise ChannelUnavailable(f"{self.channel} answered HTTP {response.status_code}; try again later.")
         return HttpAnswer(response.status_code, response.content, response.headers.get("Content-Type", ""),
