@@ -30,15 +30,20 @@ from bench.harness import free_port, fresh_database, knowpay_process, pgbench_tp
 
 SECRET = "bench-sandbox-secret"
 MERCHANT = "kp-bench-merchant"
+# A bench buys far faster than a person; per-caller limits would measure the limiter, not checkout.
+UNLIMITED = {"KNOWPAY_RATE_LIMIT_ORDERS": "1000000/minute", "KNOWPAY_RATE_LIMIT_PAYMENTS": "1000000/minute"}
 
 
 def seed(env: dict[str, str], buyers: int) -> tuple[str, list[str]]:
-    """A creator with a published course and `buyers` buyers with tokens, made through the services."""
+    """A creator with a published course and `buyers` buyers with tokens, made through the services;
+    every risk rule in shadow mode (a few buyers buying many times a second would be blocked, rightly)."""
     os.environ.update(env)
     from knowpay.accounts import service as accounts
     from knowpay.bootstrap import init_database
     from knowpay.catalog import service as catalog
     from knowpay.domain.states import ProductStatus
+    from knowpay.risk.rules import registry
+    from knowpay.risk.service import update_rule
     from knowpay.web import create_app
 
     settings = init_database()
@@ -57,6 +62,9 @@ def seed(env: dict[str, str], buyers: int) -> tuple[str, list[str]]:
                                           username=f"bench_buyer{i}", clock=ctx.clock)
             tokens.append(accounts.issue_token(session, user, clock=ctx.clock).token)
         product_id = product.id
+    with app.app_context():
+        for name in registry():
+            update_rule(ctx, name, actor_id=None, shadow=True)
     ctx.db.dispose()
     return product_id, tokens
 
@@ -180,7 +188,7 @@ def main() -> None:
     env = {"KNOWPAY_DATABASE_URL": database, "KNOWPAY_INSTANCE_PATH": str(instance),
            "KNOWPAY_BASE_URL": f"http://127.0.0.1:{web_port}",
            "KNOWPAY_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
-           "KNOWPAY_SANDBOX_SECRET": SECRET, "KNOWPAY_SANDBOX_MERCHANT_ID": MERCHANT}
+           "KNOWPAY_SANDBOX_SECRET": SECRET, "KNOWPAY_SANDBOX_MERCHANT_ID": MERCHANT, **UNLIMITED}
     product_id, tokens = seed(env, args.buyers + 1)
     base = f"http://127.0.0.1:{web_port}"
     print(f"database: {'SQLite' if args.sqlite else 'PostgreSQL'}; {args.workers} {args.worker_class} web workers; "

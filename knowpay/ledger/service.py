@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from knowpay.domain.clock import Clock, SystemClock
 from knowpay.domain.errors import InsufficientFunds, UnbalancedTransaction
@@ -38,6 +41,42 @@ class AccountSpec:
     owner_id: str | None = None
 
 
+class _Account(NamedTuple):
+    """What posting needs of an account; none of it ever changes once the account exists."""
+
+    id: str
+    type: str
+    currency: str
+    allow_negative: bool
+
+
+# Accounts seen committed, by code, per engine: accounts are never deleted and these fields never
+# change, so a capture need not read its 4-5 accounts again. Balances are never cached here.
+_committed_accounts: WeakKeyDictionary[Engine, dict[str, _Account]] = WeakKeyDictionary()
+# Codes of accounts created in a session's transaction: not cached from it, as it may yet roll back.
+_CREATED_HERE = "knowpay.ledger.created_accounts"
+
+
+def _accounts(session: Session, codes: set[str], specs: dict[str, AccountSpec], clock: Clock) -> dict[str, _Account]:
+    """The accounts behind `codes`, from the cache, one read for the rest, and creation for those
+    that do not exist yet and have a spec (the others are left out)."""
+    cache = _committed_accounts.setdefault(session.get_bind(), {})
+    known = {code: cache[code] for code in codes if code in cache}
+    if len(known) < len(codes):
+        created_here = session.info.get(_CREATED_HERE, set())
+        for row in session.execute(select(LedgerAccount.code, LedgerAccount.id, LedgerAccount.type,
+                                          LedgerAccount.currency, LedgerAccount.allow_negative)
+                                   .where(LedgerAccount.code.in_(codes - known.keys()))):
+            known[row.code] = _Account(row.id, row.type, row.currency, row.allow_negative)
+            if row.code not in created_here:
+                cache[row.code] = known[row.code]
+    for code in sorted(codes - known.keys()):
+        if code in specs:
+            account = ensure_account(session, specs[code], clock=clock)
+            known[code] = _Account(account.id, account.type, account.currency, account.allow_negative)
+    return known
+
+
 def normal_sign(account_type: str) -> int:
     """+1 when a debit increases the account's balance, −1 when a credit does."""
     return 1 if account_type in DEBIT_NORMAL else -1
@@ -59,6 +98,7 @@ def ensure_account(session: Session, spec: AccountSpec, *, clock: Clock | None =
     except IntegrityError:
         # Another transaction created it first; use theirs.
         return session.scalars(select(LedgerAccount).where(LedgerAccount.code == spec.code)).one()
+    session.info.setdefault(_CREATED_HERE, set()).add(spec.code)
     return account
 
 
@@ -99,12 +139,8 @@ def post_transaction(
         return existing
     check_balanced(legs)
     clock = clock or SystemClock()
-    specs = {spec.code: spec for spec in accounts}
     codes = {leg.account for leg in legs}
-    known = {acc.code: acc for acc in session.scalars(select(LedgerAccount).where(LedgerAccount.code.in_(codes)))}
-    for code in sorted(codes - known.keys()):
-        if code in specs:
-            known[code] = ensure_account(session, specs[code], clock=clock)
+    known = _accounts(session, codes, {spec.code: spec for spec in accounts}, clock)
     missing = codes - known.keys()
     if missing:
         raise ValueError(f"unknown ledger accounts: {sorted(missing)}")
@@ -124,28 +160,32 @@ def post_transaction(
             if current[code] + deltas[code] < 0:
                 raise InsufficientFunds(f"Account {code} would go below zero ({current[code]} + {deltas[code]}).",
                                         code="insufficient_funds")
-    txn = JournalTransaction(idempotency_key=key, kind=kind, description=description[:300],
-                             meta=meta or {}, created_at=clock.now())
-    try:
-        with session.begin_nested():
-            session.add(txn)
-            session.flush()
-    except IntegrityError:
-        # A concurrent poster used the same key and committed first: theirs stands.
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # One statement, no savepoint: a key a concurrent poster has just used inserts nothing.
+    txn = session.scalar(
+        dialect.insert(JournalTransaction)
+        .values({JournalTransaction.idempotency_key: key, JournalTransaction.kind: kind,
+                 JournalTransaction.description: description[:300], JournalTransaction.meta: meta or {},
+                 JournalTransaction.created_at: clock.now()})
+        .on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(JournalTransaction)
+        .options(lazyload(JournalTransaction.postings)))
+    if txn is None:
+        # That poster committed first: theirs stands.
         return session.scalars(
             select(JournalTransaction).where(JournalTransaction.idempotency_key == key)).one()
-    session.add_all(
-        Posting(transaction_id=txn.id, position=i, account_id=known[leg.account].id,
-                amount=leg.amount, currency=leg.currency)
-        for i, leg in enumerate(legs)
-    )
+    session.execute(insert(Posting), [
+        {"transaction_id": txn.id, "position": i, "account_id": known[leg.account].id, "amount": leg.amount,
+         "currency": leg.currency}
+        for i, leg in enumerate(legs)])
     for code in guarded:
         if deltas[code]:
             session.execute(update(LedgerAccount).where(LedgerAccount.code == code)
-                            .values(balance=LedgerAccount.balance + deltas[code]))
-    session.flush()
-    for code in guarded:
-        session.expire(known[code], ["balance"])
+                            .values(balance=LedgerAccount.balance + deltas[code])
+                            .execution_options(synchronize_session=False))
+        # A copy of the account this session holds would show the balance from before.
+        loaded = session.identity_map.get(session.identity_key(LedgerAccount, known[code].id))
+        if loaded is not None:
+            session.expire(loaded, ["balance"])
     return txn
 
 

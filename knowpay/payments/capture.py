@@ -34,6 +34,10 @@ LATE = (PaymentStatus.EXPIRED, PaymentStatus.CANCELLED, PaymentStatus.FAILED)
 NOT_THE_BUYERS = frozenset({"channel_unavailable"})
 
 
+# An UPDATE ... RETURNING of a whole row replaces the session's copy of it with the row returned.
+_RETURNED = {"populate_existing": True, "synchronize_session": False}
+
+
 class Outcome(enum.StrEnum):
     CAPTURED = "captured"
     ALREADY_DONE = "already_done"
@@ -53,8 +57,9 @@ def payment_event(session: Session, payment: Payment, type_: str, ctx: Context) 
 
 
 def _sale_lines(session: Session, order: Order) -> list[SaleLine]:
-    coin_packs = {p.id: p for p in session.scalars(select(Product).where(
-        Product.id.in_([i.product_id for i in order.items if i.kind == "coin_pack"])))}
+    pack_ids = [i.product_id for i in order.items if i.kind == "coin_pack"]
+    coin_packs = {row.id: row for row in session.execute(select(Product.id, Product.coins, Product.bonus_coins)
+                                                         .where(Product.id.in_(pack_ids)))} if pack_ids else {}
     lines = []
     for item in order.items:
         pack = coin_packs.get(item.product_id)
@@ -102,22 +107,23 @@ def _hold_for_refund(session: Session, payment: Payment, order: Order, ctx: Cont
 def capture_payment(session: Session, payment_id: str, *, channel_trade_no: str | None, ctx: Context) -> Outcome:
     """Mark the payment succeeded and settle its order, exactly once however often it is called."""
     now = ctx.clock.now()
-    moved = session.execute(
+    # Each move is a compare-and-set that hands back the row as it now is (RETURNING), so the
+    # payment and the order are not read again after they change.
+    payment = session.scalar(
         update(Payment).where(Payment.id == payment_id, Payment.status.in_([*OPEN, *LATE]))
         .values(status=PaymentStatus.SUCCEEDED, succeeded_at=now, updated_at=now, next_query_at=None,
                 channel_trade_no=func.coalesce(Payment.channel_trade_no, channel_trade_no),
-                failure_code=None, failure_message=None, version=Payment.version + 1))
-    if moved.rowcount != 1:
+                failure_code=None, failure_message=None, version=Payment.version + 1)
+        .returning(Payment), execution_options=_RETURNED)
+    if payment is None:
         return Outcome.ALREADY_DONE
-    payment = session.get(Payment, payment_id)
-    session.refresh(payment)
     payment_event(session, payment, "payment.succeeded", ctx)
-    order = session.get(Order, payment.order_id)
-    paid = session.execute(
-        update(Order).where(Order.id == order.id, Order.status == OrderStatus.PENDING)
-        .values(status=OrderStatus.PAID, paid_at=now, version=Order.version + 1))
-    session.refresh(order)
-    if paid.rowcount != 1:
+    order = session.scalar(
+        update(Order).where(Order.id == payment.order_id, Order.status == OrderStatus.PENDING)
+        .values(status=OrderStatus.PAID, paid_at=now, version=Order.version + 1)
+        .returning(Order), execution_options=_RETURNED)
+    if order is None:
+        order = session.get(Order, payment.order_id, populate_existing=True)
         _hold_for_refund(session, payment, order, ctx)
         return Outcome.REFUND_SCHEDULED
     _post_capture(session, payment, order, ctx)
@@ -130,14 +136,13 @@ def capture_payment(session: Session, payment_id: str, *, channel_trade_no: str 
 def fail_payment(session: Session, payment_id: str, *, code: str, message: str, ctx: Context) -> Outcome:
     """An open payment the channel declined becomes failed; anything else is left alone."""
     now = ctx.clock.now()
-    moved = session.execute(
+    payment = session.scalar(
         update(Payment).where(Payment.id == payment_id, Payment.status.in_(OPEN))
         .values(status=PaymentStatus.FAILED, failure_code=code, failure_message=message[:300], updated_at=now,
-                next_query_at=None, version=Payment.version + 1))
-    if moved.rowcount != 1:
+                next_query_at=None, version=Payment.version + 1)
+        .returning(Payment), execution_options=_RETURNED)
+    if payment is None:
         return Outcome.ALREADY_DONE
-    payment = session.get(Payment, payment_id)
-    session.refresh(payment)
     payment_event(session, payment, "payment.failed", ctx)
     if code not in NOT_THE_BUYERS:
         # Declines feed the velocity rules (card testing); replay counts the same failures offline.

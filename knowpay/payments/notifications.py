@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.orm import Session
 
 from knowpay.channels.base import Acknowledgement, Channel, Notification, NotificationRejected
@@ -41,15 +41,13 @@ def _reject(ctx: Context, note_id: str, reason: str) -> None:
 
 def store_raw(ctx: Context, channel_name: str, headers: dict[str, str], body: bytes) -> str:
     with ctx.db.transaction() as session:
-        note = ChannelNotification(channel=channel_name, received_at=ctx.clock.now(),
-                                   headers=_stored_headers(headers),
-                                   body=body[:MAX_STORED_BODY].decode("utf-8", "replace"), status="received")
-        session.add(note)
-        session.flush()
-        return note.id
+        return session.scalar(insert(ChannelNotification).values(
+            channel=channel_name, received_at=ctx.clock.now(), headers=_stored_headers(headers),
+            body=body[:MAX_STORED_BODY].decode("utf-8", "replace"), status="received")
+            .returning(ChannelNotification.id))
 
 
-def mismatch(payment: Payment | None, notification: Notification) -> str | None:
+def mismatch(payment: Payment | Row | None, notification: Notification) -> str | None:
     """Why a verified notification does not fit our payment, or None when it does."""
     if payment is None:
         return f"unknown payment {notification.payment_id!r}"
@@ -69,7 +67,10 @@ def apply_payment_notification(session: Session, notification: Notification, ctx
         # Nothing to apply (an intermediate status, or an event about something else): keep it on
         # record and acknowledge it, so the channel does not retry it for days.
         return "ignored", f"status {notification.status} needs no action"
-    payment = session.get(Payment, notification.payment_id, with_for_update=True)
+    # Locked and only read here (capture reads the row as it moves it): no ORM object needed.
+    payment = session.execute(
+        select(Payment.id, Payment.amount, Payment.currency, Payment.channel_trade_no)
+        .where(Payment.id == notification.payment_id).with_for_update()).first()
     reason = mismatch(payment, notification)
     if reason:
         return "rejected", reason

@@ -39,12 +39,7 @@ def load_principal() -> None:
             user = None
         else:
             key = None
-            token = accounts.token_for(session, credential, clock=rt.clock)
-            user = session.get(User, token.user_id) if token is not None else None
-            if user is not None and not user.active:
-                user = None
-            if user is not None:
-                _ = user.roles  # load before the session closes
+            token, user = accounts.principal_for_token(session, credential, clock=rt.clock) or (None, None)
     if credential.startswith("sk_"):
         if key is None:
             raise AuthenticationFailed("This API key is not valid.", code="invalid_api_key")
