@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.checkout import Run  # noqa: E402
 from bench.harness import percentile  # noqa: E402
-from bench.stack import UNLIMITED, Stack, drop_postgres_database, new_postgres_database, shadow_risk_rules  # noqa: E402
+from bench.stack import Stack, web_stack  # noqa: E402
 
 POOL = 128
 
@@ -85,18 +84,10 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true")
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="knowpay-bench-latency-"))
-    database = (
-        f"sqlite:///{folder / 'bench.sqlite3'}" if args.sqlite else new_postgres_database("knowpay_bench_lat")
-    )
-    stack = Stack(folder, database, buyers=64, web_workers=args.workers, **UNLIMITED)
-    print(
-        f"database: {'SQLite' if args.sqlite else 'PostgreSQL'}; {args.workers} gevent web workers; "
-        f"{args.seconds:.0f} s per run; instance {folder}"
-    )
-    try:
-        stack.start(worker=False)
-        shadow_risk_rules(requests.Session(), stack.base, stack.data["admin"])
+    print(f"database: {'SQLite' if args.sqlite else 'PostgreSQL'}; {args.workers} gevent web workers; "
+          f"{args.seconds:.0f} s per run")
+    with web_stack("latency", sqlite=args.sqlite, web_workers=args.workers) as stack:
+        print(f"instance {stack.folder}")
         Run(stack.base, stack.product_id).run(stack.buyers[:2], 2)  # warm up connections and caches
         closed = Run(stack.base, stack.product_id)
         maximum = closed.run(stack.buyers[: args.buyers], args.seconds)
@@ -104,10 +95,6 @@ def main() -> None:
         for share in (0.5, 0.9):
             run, late, achieved = open_loop(stack, maximum * share, args.seconds)
             report(f"open loop at {share:.0%} of the maximum ({maximum * share:.1f}/s)", run, late, achieved)
-    finally:
-        stack.close()
-        if not args.sqlite:
-            drop_postgres_database(database)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,14 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.checkout import signed_notification  # noqa: E402
 from bench.harness import pgbench_tps, summary  # noqa: E402
-from bench.stack import (
-    UNLIMITED,
-    Stack,
-    drop_postgres_database,
-    new_postgres_database,
-    shadow_risk_rules,
-    start_payment,
-)  # noqa: E402
+from bench.stack import Stack, start_payment, web_stack  # noqa: E402
 
 
 def open_payments(stack: Stack, count: int, threads: int = 16) -> list[dict]:
@@ -145,20 +137,10 @@ def main() -> None:
     parser.add_argument("--no-pgbench", action="store_true")
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="knowpay-bench-notify-"))
-    database = (
-        f"sqlite:///{folder / 'bench.sqlite3'}"
-        if args.sqlite
-        else new_postgres_database("knowpay_bench_notify")
-    )
-    stack = Stack(folder, database, buyers=64, web_workers=args.workers, **UNLIMITED)
-    print(
-        f"database: {'SQLite' if args.sqlite else 'PostgreSQL'}; {args.workers} gevent web workers; "
-        f"{args.connections} connections; instance {folder}"
-    )
-    try:
-        stack.start(worker=False)
-        shadow_risk_rules(requests.Session(), stack.base, stack.data["admin"])
+    print(f"database: {'SQLite' if args.sqlite else 'PostgreSQL'}; {args.workers} gevent web workers; "
+          f"{args.connections} connections")
+    with web_stack("notify", sqlite=args.sqlite, web_workers=args.workers) as stack:
+        print(f"instance {stack.folder}")
         distinct = open_payments(stack, args.payments)
         send(stack.base, [signed_notification(p) for p in open_payments(stack, 20)], 4)  # warm up
         rate, lat, bad = send(stack.base, [signed_notification(p) for p in distinct], args.connections)
@@ -184,10 +166,6 @@ def main() -> None:
         print(f"each payment captured exactly once: distinct {ok}, hammered {h_ok}, flood {f_ok}")
         verified = stack.verify()
         print(verified.stdout.strip().splitlines()[-1] if verified.returncode == 0 else verified.stderr)
-    finally:
-        stack.close()
-        if not args.sqlite:
-            drop_postgres_database(database)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -447,3 +450,20 @@ def shadow_risk_rules(http: requests.Session, base: str, admin_token: str) -> in
         )
         changed.raise_for_status()
     return len(rules.json()["data"])
+
+
+@contextmanager
+def web_stack(name: str, *, sqlite: bool, web_workers: int, buyers: int = 64) -> Iterator[Stack]:
+    """A bench's web stack without a worker, on a fresh database (PostgreSQL, or SQLite with `sqlite`):
+    rate limits lifted and risk rules in shadow mode; stopped, and its database dropped, afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=f"knowpay-bench-{name}-"))
+    database = f"sqlite:///{folder / 'bench.sqlite3'}" if sqlite else new_postgres_database(f"knowpay_bench_{name}")
+    stack = Stack(folder, database, buyers=buyers, web_workers=web_workers, **UNLIMITED)
+    try:
+        stack.start(worker=False)
+        shadow_risk_rules(requests.Session(), stack.base, stack.data["admin"])
+        yield stack
+    finally:
+        stack.close()
+        if not sqlite:
+            drop_postgres_database(database)
