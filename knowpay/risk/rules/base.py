@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -47,7 +48,7 @@ class Hit:
     value: float | int | None = None
 
 
-class Rule:
+class Rule(ABC):
     """Subclass, set the class attributes, implement `check`; put one in a module of this package as RULE."""
 
     name: ClassVar[str]
@@ -65,5 +66,6 @@ class Rule:
     def defaults(self) -> RuleParams:
         return self.Params()
 
+    @abstractmethod
     def check(self, data: RuleInput, params: RuleParams) -> Hit | None:
-        raise NotImplementedError
+        """The hit when the rule fires on `data`, else None; raise Unavailable when it cannot tell."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, field_validator
 
 from knowpay.risk.lists import KINDS, identifiers
@@ -21,23 +23,31 @@ class ListParams(RuleParams):
         return value
 
 
-class BlockList(Rule):
+class ListRule(Rule):
+    """Fires when any of the request's identifiers of the chosen `kinds` is on `list_name`."""
+
+    Params = ListParams
+    list_name: ClassVar[str]
+
+    def check(self, data: RuleInput, params: ListParams) -> Hit | None:  # type: ignore[override]
+        if data.lists is None:
+            raise Unavailable("lists not loaded")
+        found = data.lists.matches(self.list_name, identifiers(data.signals), params.kinds)
+        if not found:
+            return None
+        return Hit(f"on the {self.list_name} list: " + ", ".join(f"{kind} {value}" for kind, value in found))
+
+
+class BlockList(ListRule):
     name = "blocklist"
     description = "The user, their IP, device or instrument is on the block list."
-    Params = ListParams
+    list_name = "block"
     default_action = Outcome.BLOCK
     actions = (Outcome.REVIEW, Outcome.BLOCK)
     # Unknown whether listed: hold for review rather than let a listed buyer through.
     fail = "closed"
     tier = 2
 
-    def check(self, data: RuleInput, params: ListParams) -> Hit | None:  # type: ignore[override]
-        if data.lists is None:
-            raise Unavailable("lists not loaded")
-        found = data.lists.matches("block", identifiers(data.signals), params.kinds)
-        if not found:
-            return None
-        return Hit("on the block list: " + ", ".join(f"{kind} {value}" for kind, value in found))
 
 
 RULE = BlockList()
