@@ -320,6 +320,14 @@ def _checked_code(tx, user: User) -> str | None:
     return totp.check_second_factor(tx, user, request.form.get("otp"), runtime().clock, cipher=_cipher())
 
 
+def _refused_code(user: User):
+    """Back to the security page; a wrong code (two-factor on) is said and counts towards the lockout."""
+    if user.totp_enabled:
+        _wrong_code(user)
+        flash_error(AuthenticationFailed("wrong code", code="invalid_otp"))
+    return redirect(url_for(".security"), code=303)
+
+
 @bp.post("/security/2fa/disable")
 @signed_in
 def totp_disable():
@@ -331,10 +339,7 @@ def totp_disable():
             totp.disable_totp(tx, user)
             audit.record(tx, user.id, audit.TOTP_DISABLED, user.id, {"with": used, "via": "page"}, rt.clock)
     if used is None:
-        if user.totp_enabled:
-            _wrong_code(user)
-            flash_error(AuthenticationFailed("wrong code", code="invalid_otp"))
-        return redirect(url_for(".security"), code=303)
+        return _refused_code(user)
     flash_done(gettext("Two-factor sign-in is off."))
     return redirect(url_for(".security"), code=303)
 
@@ -350,10 +355,7 @@ def recovery_codes():
         if codes is not None:
             audit.record(tx, user.id, audit.RECOVERY_CODES_REPLACED, user.id, {"via": "page"}, rt.clock)
     if codes is None:
-        if user.totp_enabled:
-            _wrong_code(user)
-            flash_error(AuthenticationFailed("wrong code", code="invalid_otp"))
-        return redirect(url_for(".security"), code=303)
+        return _refused_code(user)
     return render_template("buyer/recovery_codes.html", codes=codes, first_time=False)
 
 
