@@ -114,3 +114,15 @@ class LaterClock:
 
     def now(self):
         return self.base.now() + self.delta
+
+
+def buy(client, buyer, product_id: str, fake_channel: FakeChannel, channel: str = "sandbox") -> dict:
+    """`buyer` orders one product and pays through the API: a wallet pays at once, any other channel
+    by the fake channel's signed notification. Returns the payment as created."""
+    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product_id}]})
+    payment = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
+                          json={"channel": channel}).get_json()
+    if channel != "wallet":
+        body = fake_channel.notification_body(payment["id"], payment["amount"])
+        assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
+    return payment

@@ -16,7 +16,7 @@ from knowpay.payouts.settlement import settle_due_earnings
 from knowpay.reconciliation.models import ReconciliationItem, ReconciliationRun
 from knowpay.risk.models import RiskDecision
 from tests.e2e.browser.forms import ensure_pages, post_form, sign_in
-from tests.fakes import LaterClock
+from tests.fakes import LaterClock, buy
 
 
 @pytest.fixture(autouse=True)
@@ -53,15 +53,6 @@ def admin_client(app, admin):
     return client
 
 
-def _sell(client, buyer, product_id, fake_channel) -> dict:
-    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product_id}]})
-    payment = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
-                          json={"channel": "sandbox"}).get_json()
-    client.post("/notify/sandbox", data=fake_channel.notification_body(payment["id"], payment["amount"]),
-                content_type="application/json")
-    return payment
-
-
 def test_buyers_and_creators_cannot_open_the_console(app, buyer, creator):
     for who in (buyer, creator):
         client = app.test_client()
@@ -71,7 +62,7 @@ def test_buyers_and_creators_cannot_open_the_console(app, buyer, creator):
 
 def test_support_searches_orders_but_does_not_see_payouts(app, make_user, buyer, published_product, fake_channel,
                                                           client):
-    payment = _sell(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     support = app.test_client()
     sign_in(support, make_user("support").email)
     found = support.get("/admin/orders", query_string={"q": buyer.email}).get_data(as_text=True)
@@ -120,7 +111,7 @@ def test_recording_a_bank_transfer_needs_a_second_factor_and_completes_the_payme
 
 def test_approving_a_payout_needs_a_second_factor(ctx, admin_client, admin, client, buyer, creator,
                                                   published_product, fake_channel):
-    _sell(client, buyer, published_product["id"], fake_channel)
+    buy(client, buyer, published_product["id"], fake_channel)
     ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
     with ctx.db.transaction() as session:
@@ -199,7 +190,7 @@ def test_a_webhook_endpoint_shows_its_secret_once(admin_client):
 
 def test_a_staff_refund_needs_a_reason_and_a_second_factor(ctx, admin_client, admin, client, buyer,
                                                            published_product, fake_channel):
-    payment = _sell(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     secret = _turn_on_two_factor(ctx, admin.id)
     order_page = admin_client.get(f"/admin/orders/{payment['order_id']}").get_data(as_text=True)
     assert f"/admin/payments/{payment['id']}/refund" in order_page

@@ -18,6 +18,7 @@ from knowpay.analytics.anomalies import Finding, record_findings
 from knowpay.analytics.models import ChannelStat, PageView
 from knowpay.analytics.store import load_increment
 from tests.e2e.browser.forms import ensure_pages, post_form, sign_in
+from tests.fakes import buy
 
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
 DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
@@ -45,16 +46,6 @@ def _product(client, creator, title: str, amount: int) -> str:
     return made["id"]
 
 
-def _sell(client, buyer, product_id: str, fake_channel) -> dict:
-    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product_id}]})
-    payment = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
-                          json={"channel": "sandbox"}).get_json()
-    answer = client.post("/notify/sandbox", data=fake_channel.notification_body(payment["id"], payment["amount"]),
-                         content_type="application/json")
-    assert answer.status_code == 200
-    return payment
-
-
 @pytest.fixture
 def two_creators(client, ctx, make_user, buyer, fake_channel):
     """Two creators: the first sold 99.00 twice, the second 500.00 once; loaded into the store."""
@@ -62,7 +53,7 @@ def two_creators(client, ctx, make_user, buyer, fake_channel):
     course = _product(client, first, "写作课", 9900)
     consult = _product(client, second, "私教答疑", 50000)
     for product_id in (course, course, consult):
-        _sell(client, buyer, product_id, fake_channel)
+        buy(client, buyer, product_id, fake_channel)
     load_increment(ctx, blocking=True)
     return first, second
 

@@ -7,19 +7,11 @@ from sqlalchemy import select, text, update
 from knowpay.access.models import Entitlement
 from knowpay.invariants import check_invariants
 from knowpay.outbox.models import OutboxEvent
-
-
-def _sell(client, buyer, product_id, fake_channel) -> dict:
-    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product_id}]})
-    payment = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
-                          json={"channel": "sandbox"}).get_json()
-    body = fake_channel.notification_body(payment["id"], payment["amount"])
-    assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
-    return payment
+from tests.fakes import buy
 
 
 def test_clean_after_sales_and_refunds(client, ctx, buyer, published_product, fake_channel):
-    paid = [_sell(client, buyer, published_product["id"], fake_channel) for _ in range(3)]
+    paid = [buy(client, buyer, published_product["id"], fake_channel) for _ in range(3)]
     client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": paid[0]["id"], "amount": 100})
     client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": paid[1]["id"]})
     report = check_invariants(ctx)
@@ -29,7 +21,7 @@ def test_clean_after_sales_and_refunds(client, ctx, buyer, published_product, fa
 
 def test_tampering_is_reported_with_the_offending_ids_and_an_event(client, ctx, buyer, published_product,
                                                                    fake_channel):
-    paid = _sell(client, buyer, published_product["id"], fake_channel)
+    paid = buy(client, buyer, published_product["id"], fake_channel)
     with ctx.db.transaction() as session:
         session.execute(update(Entitlement).where(Entitlement.order_id == paid["order_id"]).values(status="revoked"))
         txn_id, account_id = session.execute(text(

@@ -13,16 +13,7 @@ from knowpay.payouts.settlement import settle_due_earnings
 from knowpay.risk.models import RiskDecision
 from knowpay.security.audit import verify_chain
 from knowpay.security.models import AuditEntry
-from tests.fakes import LaterClock
-
-
-def _sell(client, buyer, product_id, fake_channel) -> dict:
-    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product_id}]})
-    payment = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
-                          json={"channel": "sandbox"}).get_json()
-    body = fake_channel.notification_body(payment["id"], payment["amount"])
-    assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
-    return payment
+from tests.fakes import LaterClock, buy
 
 
 def _fresh_headers(client, who, clock) -> dict:
@@ -40,7 +31,7 @@ def _earnings(client, headers) -> dict:
 
 def test_earnings_settle_after_the_period_and_a_payout_goes_through(client, ctx, buyer, creator, admin,
                                                                    published_product, fake_channel):
-    _sell(client, buyer, published_product["id"], fake_channel)
+    buy(client, buyer, published_product["id"], fake_channel)
     assert _earnings(client, creator.headers) == {"pending": 8910, "available": 0, "in_payout": 0, "paid_out": 0,
                                                   "currency": "cny"}
     assert settle_due_earnings(ctx) == 0  # still inside the 7-day period
@@ -80,7 +71,7 @@ def test_earnings_settle_after_the_period_and_a_payout_goes_through(client, ctx,
 
 def test_a_rejected_payout_returns_to_available(client, ctx, buyer, creator, admin, published_product,
                                                 fake_channel):
-    _sell(client, buyer, published_product["id"], fake_channel)
+    buy(client, buyer, published_product["id"], fake_channel)
     ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
     creator_h, admin_h = _fresh_headers(client, creator, ctx.clock), _fresh_headers(client, admin, ctx.clock)
@@ -97,7 +88,7 @@ def test_a_rejected_payout_returns_to_available(client, ctx, buyer, creator, adm
 
 def test_a_refund_after_settlement_may_take_available_below_zero_and_says_so(client, ctx, buyer, creator, admin,
                                                                               published_product, fake_channel):
-    payment = _sell(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
     creator_h, support_h = _fresh_headers(client, creator, ctx.clock), _fresh_headers(client, admin, ctx.clock)
@@ -114,7 +105,7 @@ def test_a_refund_after_settlement_may_take_available_below_zero_and_says_so(cli
 
 def test_a_refund_inside_the_period_reduces_pending_and_settlement_moves_only_the_rest(
         client, ctx, buyer, creator, published_product, fake_channel):
-    payment = _sell(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": payment["id"], "amount": 990})
     assert _earnings(client, creator.headers)["pending"] == 8910 - 891
     ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
@@ -124,7 +115,7 @@ def test_a_refund_inside_the_period_reduces_pending_and_settlement_moves_only_th
 
 
 def _requested_payout(client, ctx, buyer, creator, product_id, fake_channel) -> dict:
-    _sell(client, buyer, product_id, fake_channel)
+    buy(client, buyer, product_id, fake_channel)
     ctx.clock = LaterClock(ctx.clock, timedelta(days=8))
     settle_due_earnings(ctx)
     creator_h = _fresh_headers(client, creator, ctx.clock)

@@ -6,15 +6,7 @@ from sqlalchemy import select
 
 from knowpay.reconciliation.models import ReconciliationItem, ReconciliationRun
 from knowpay.reconciliation.service import day_bounds, items_of, local_day, reconcile
-
-
-def _sell(client, buyer, product_id, fake_channel) -> dict:
-    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product_id}]})
-    payment = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
-                          json={"channel": "sandbox"}).get_json()
-    body = fake_channel.notification_body(payment["id"], payment["amount"])
-    assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
-    return payment
+from tests.fakes import buy
 
 
 def _line(payment: dict, **changes) -> dict:
@@ -23,7 +15,7 @@ def _line(payment: dict, **changes) -> dict:
 
 
 def test_planted_discrepancies_are_found_and_nothing_else(client, ctx, buyer, published_product, fake_channel):
-    sold = [_sell(client, buyer, published_product["id"], fake_channel) for _ in range(5)]
+    sold = [buy(client, buyer, published_product["id"], fake_channel) for _ in range(5)]
     refund = client.post("/api/v1/refunds", headers=buyer.headers,
                          json={"payment_id": sold[0]["id"], "amount": 1000}).get_json()
     pending_order = client.post("/api/v1/orders", headers=buyer.headers,
@@ -62,7 +54,7 @@ def test_planted_discrepancies_are_found_and_nothing_else(client, ctx, buyer, pu
 
 
 def test_a_clean_day_matches_everything(client, ctx, buyer, published_product, fake_channel):
-    sold = [_sell(client, buyer, published_product["id"], fake_channel) for _ in range(3)]
+    sold = [buy(client, buyer, published_product["id"], fake_channel) for _ in range(3)]
     day = local_day(ctx.clock.now(), ctx.settings.timezone)
     start, end = day_bounds(day, ctx.settings.timezone)
     assert start <= ctx.clock.now() < end
@@ -72,7 +64,7 @@ def test_a_clean_day_matches_everything(client, ctx, buyer, published_product, f
 
 
 def test_admins_see_runs_and_export_them_as_csv(client, ctx, buyer, admin, published_product, fake_channel):
-    sold = _sell(client, buyer, published_product["id"], fake_channel)
+    sold = buy(client, buyer, published_product["id"], fake_channel)
     day = local_day(ctx.clock.now(), ctx.settings.timezone)
     fake_channel.bills[day.isoformat()] = [_line(sold, amount=1)]
     run = reconcile(ctx, channel="sandbox", day=day)

@@ -9,21 +9,12 @@ from sqlalchemy import select
 
 from knowpay.ledger.service import balance_of, verify_ledger
 from knowpay.refunds.models import Refund
-
-
-def _paid(client, buyer, product_id, fake_channel, channel="sandbox") -> dict:
-    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product_id}]})
-    payment = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
-                          json={"channel": channel}).get_json()
-    if channel != "wallet":
-        body = fake_channel.notification_body(payment["id"], payment["amount"])
-        assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
-    return payment
+from tests.fakes import buy
 
 
 def test_partial_refunds_reverse_the_ledger_exactly_and_a_full_one_revokes_access(
         client, ctx, buyer, creator, published_product, fake_channel):
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     first = client.post("/api/v1/refunds", headers=buyer.headers,
                         json={"payment_id": payment["id"], "amount": 3333, "reason": "changed my mind"})
     assert first.status_code == 201, first.get_json()
@@ -49,7 +40,7 @@ def test_partial_refunds_reverse_the_ledger_exactly_and_a_full_one_revokes_acces
 
 def test_the_first_partial_refund_splits_by_the_capture(client, ctx, buyer, creator, published_product,
                                                         fake_channel):
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": payment["id"], "amount": 990})
     with ctx.db.transaction(write=False) as session:
         # 990 of 9900 is 10%: creator 8910 → 8019, platform 990 → 891, channel fee 59 → 54 (floor 5.9 → 5)
@@ -61,7 +52,7 @@ def test_the_first_partial_refund_splits_by_the_capture(client, ctx, buyer, crea
 
 def test_buyer_cannot_refund_after_the_window_but_support_can_with_a_reason(client, ctx, buyer, make_user,
                                                                            published_product, fake_channel):
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     base = ctx.clock
     ctx.clock = type("Later", (), {"now": lambda self: base.now() + timedelta(days=8)})()
     token = client.post("/api/v1/auth/token", json={"email": buyer.email, "password": "correct-horse-9"})
@@ -83,8 +74,8 @@ def test_refunds_of_a_wallet_payment_return_coins(client, ctx, buyer, creator, a
 
     pack = product(admin, title="coins", kind="coin_pack", amount=5000, coins=5000)
     course = product(creator, title="course", kind="course", amount=3000)
-    _paid(client, buyer, pack["id"], fake_channel)
-    payment = _paid(client, buyer, course["id"], fake_channel, channel="wallet")
+    buy(client, buyer, pack["id"], fake_channel)
+    payment = buy(client, buyer, course["id"], fake_channel, channel="wallet")
     assert client.get("/api/v1/wallet", headers=buyer.headers).get_json()["balance"] == 2000
     done = client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": payment["id"]})
     assert done.status_code == 201 and done.get_json()["status"] == "succeeded"
@@ -93,7 +84,7 @@ def test_refunds_of_a_wallet_payment_return_coins(client, ctx, buyer, creator, a
 
 def test_someone_elses_payment_cannot_be_refunded_or_seen(client, make_user, buyer, published_product,
                                                           fake_channel):
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     stranger = make_user("buyer")
     answer = client.post("/api/v1/refunds", headers=stranger.headers, json={"payment_id": payment["id"]})
     assert answer.status_code == 404
@@ -105,7 +96,7 @@ def test_someone_elses_payment_cannot_be_refunded_or_seen(client, make_user, buy
 
 def test_eight_concurrent_refunds_of_2000_on_9900_at_most_four_succeed(app, client, ctx, buyer,
                                                                         published_product, fake_channel):
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     statuses: list[int] = []
     barrier = threading.Barrier(8)
 
@@ -131,7 +122,7 @@ def test_a_refund_made_in_the_channels_dashboard_is_recorded_not_lost(client, ct
                                                                       fake_channel):
     from knowpay.invariants import check_invariants
 
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     body = fake_channel.notification_body(payment["id"], 9900, kind="refund", refund_id="dashboard-refund-1",
                                           event_id="evt_dash_1")
     first = client.post("/notify/sandbox", data=body, content_type="application/json")
@@ -147,7 +138,7 @@ def test_a_refund_made_in_the_channels_dashboard_is_recorded_not_lost(client, ct
 
 
 def test_a_pending_refund_notification_changes_nothing(client, ctx, buyer, published_product, fake_channel):
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     refund = client.post("/api/v1/refunds", headers=buyer.headers,
                          json={"payment_id": payment["id"], "amount": 100}).get_json()
     body = fake_channel.notification_body(payment["id"], 100, kind="refund", refund_id=refund["id"],
@@ -157,7 +148,7 @@ def test_a_pending_refund_notification_changes_nothing(client, ctx, buyer, publi
 
 
 def test_a_staff_refund_needs_a_second_factor(client, buyer, make_user, published_product, fake_channel):
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     body = {"payment_id": payment["id"], "reason": "duplicate purchase"}
     refused = client.post("/api/v1/refunds", headers=make_user("support").headers, json=body)
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "two_factor_not_enabled"

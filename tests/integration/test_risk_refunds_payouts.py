@@ -15,6 +15,7 @@ from knowpay.payouts.settlement import settle_due_earnings
 from knowpay.refunds.models import Refund
 from knowpay.risk.models import RiskDecision
 from knowpay.risk.service import add_list_entry, reject_review, update_rule
+from tests.fakes import buy
 
 
 class _Later:
@@ -23,15 +24,6 @@ class _Later:
 
     def now(self):
         return self.base.now() + self.delta
-
-
-def _paid(client, buyer, product_id, fake_channel) -> dict:
-    order = client.post("/api/v1/orders", headers=buyer.headers, json={"items": [{"product_id": product_id}]})
-    payment = client.post(f"/api/v1/orders/{order.get_json()['id']}/payments", headers=buyer.headers,
-                          json={"channel": "sandbox"}).get_json()
-    body = fake_channel.notification_body(payment["id"], payment["amount"])
-    assert client.post("/notify/sandbox", data=body, content_type="application/json").status_code == 200
-    return payment
 
 
 def _user(ctx, caller) -> User:
@@ -43,7 +35,7 @@ def _user(ctx, caller) -> User:
 
 def test_a_refund_request_held_for_review_is_sent_only_when_approved(client, ctx, admin, buyer, published_product,
                                                                      fake_channel):
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     client.patch("/api/v1/risk/rules/refund_abuse", headers=admin.headers,
                  json={"params": {"min_refunds": 1, "max_rate_percent": 0}})
 
@@ -71,7 +63,7 @@ def test_a_refund_request_held_for_review_is_sent_only_when_approved(client, ctx
 def test_a_blocked_refund_request_records_nothing_and_staff_refunds_are_not_assessed(client, ctx, admin, buyer,
                                                                                      published_product,
                                                                                      fake_channel):
-    payment = _paid(client, buyer, published_product["id"], fake_channel)
+    payment = buy(client, buyer, published_product["id"], fake_channel)
     client.post("/api/v1/risk/lists/email/entries", headers=admin.headers, json={"value": buyer.email})
     refused = client.post("/api/v1/refunds", headers=buyer.headers, json={"payment_id": payment["id"]})
     assert (refused.status_code, refused.get_json()["error"]["code"]) == (403, "risk_blocked")
@@ -87,7 +79,7 @@ def test_a_blocked_refund_request_records_nothing_and_staff_refunds_are_not_asse
 
 @pytest.fixture
 def creator_with_earnings(client, ctx, creator, buyer, published_product, fake_channel):
-    _paid(client, buyer, published_product["id"], fake_channel)
+    buy(client, buyer, published_product["id"], fake_channel)
     ctx.clock = _Later(ctx.clock, timedelta(days=8))
     assert settle_due_earnings(ctx) == 1
     user = _user(ctx, creator)
